@@ -1,0 +1,304 @@
+"""Run configuration: the full schema, loading (.py or .yaml), dotted overrides, validation.
+
+Every key a run understands is declared in `base_config()` with its default and type, so a config file only
+states what differs, a typo is an error instead of a silently ignored setting, and the resolved config written
+into the run directory (config.yaml) repeats the run exactly.
+
+    python -m gptjax.train --config configs/shakespeare_char.py --config.model.dropout=0.1
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import yaml
+from ml_collections import config_dict
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the key and what would be valid."""
+
+
+# Keys whose value must be one of a fixed set. One table, used by validation and by error messages.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.norm_position": ("pre", "post"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.mlp": ("gelu", "swiglu", "relu2"),
+    "model.position": ("learned", "rope"),
+    "model.attention": ("xla", "cudnn", "auto"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "data.source": ("stdlib", "text", "shards"),
+}
+
+
+def _optional(kind: type) -> config_dict.FieldReference:
+    return config_dict.placeholder(kind)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key with its default. Config files start from this and change what they need."""
+    c = ml_collections.ConfigDict()
+
+    # The defaults train the built-in job: a small character model on Python's own standard library.
+    c.model = dict(
+        vocab_size=0,  # 0: the tokenizer's vocabulary size; larger pads the table (GPT-2: 50257 -> 50304)
+        block_size=128,  # context length; also the size of the learned position table
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=0,  # 0: same as num_heads (MHA); 1: MQA; in between: GQA
+        d_model=128,
+        d_ff=0,  # 0: 4*d_model for gelu/relu2, 8/3*d_model rounded up to a multiple of 64 for swiglu
+        norm_position="pre",
+        norm="layernorm",
+        norm_eps=1e-5,
+        mlp="gelu",
+        position="learned",
+        rope_theta=10000.0,
+        qk_norm=False,
+        tie_embeddings=True,
+        use_bias=True,
+        dropout=0.0,  # on embeddings and on each residual branch
+        attn_dropout=0.0,  # on attention probabilities; only the 'xla' attention computes them
+        init_std=0.02,
+        dtype="float32",  # compute dtype; parameters stay in param_dtype (fp32 master weights)
+        param_dtype="float32",
+        attention="xla",
+    )
+    c.data = dict(
+        source="stdlib",  # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards
+        path=_optional(str),  # a local text file (source=text)
+        url=_optional(str),  # where to download data.path from when it is missing and the machine is online
+        shards=_optional(str),  # a directory of token shards (*.ds) with train/ and val/ subdirectories
+        tokenizer="char",  # char | byte | gpt2 | a tokenizer.json / directory with vocab.json+merges.txt | hub name
+        val_fraction=0.1,  # the tail of the text held out for validation (nanoGPT: 10%)
+        max_chars=0,  # 0: all; otherwise read at most this many characters of the source
+    )
+    c.optim = dict(
+        lr=1e-3,
+        min_lr=1e-4,  # the cosine decays to this
+        warmup_steps=100,
+        decay_steps=0,  # 0: train.steps
+        weight_decay=0.1,
+        decay_embeddings=False,  # also apply weight decay to token/position embeddings
+        beta1=0.9,
+        beta2=0.99,
+        eps=1e-8,
+        grad_clip=1.0,  # global-norm clipping; 0 disables
+    )
+    c.train = dict(
+        steps=2000,
+        batch_size=12,  # sequences per optimizer step (across micro-batches)
+        grad_accum=1,  # micro-batches per step; batch_size must be divisible by it
+        eval_every=250,  # 0: only at the end
+        eval_batches=20,
+        log_every=50,
+        seed=1337,
+        sample_tokens=300,  # printed at the end of training; 0: no sample
+        sample_prompt="",
+    )
+    c.checkpoint = dict(
+        every=0,  # 0: only at the end of training
+        keep=2,
+    )
+    c.lock()  # assigning an unknown key now raises instead of adding it
+    return c
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ml_collections.ConfigDict:
+    """Loads base_config(), then a .py (get_config()) or .yaml file, then `key.path=value` overrides; validates."""
+    cfg = base_config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        if path.suffix == ".py":
+            cfg = _load_py(path)
+        elif path.suffix in (".yaml", ".yml"):
+            _apply_mapping(cfg, _load_yaml(path), prefix="")
+        else:
+            raise ConfigError(f"config file {path}: expected a .py (with get_config()) or .yaml file")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        set_value(cfg, key, yaml.safe_load(raw) if raw != "" else "")
+    validate(cfg)
+    return cfg
+
+
+def _load_py(path: Path) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(f"gptjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        cfg = module.get_config()
+    except (AttributeError, KeyError) as e:  # ConfigDict raises these for unknown keys
+        raise ConfigError(f"config file {path}: {_explain_unknown(e)}") from None
+    except TypeError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"config file {path}: get_config() must return gptjax.config.base_config() with changes")
+    return cfg
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections (model, data, optim, train, ...)")
+    return data
+
+
+def _apply_mapping(cfg: ml_collections.ConfigDict, data: dict, prefix: str) -> None:
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _lookup_section(cfg, full)  # raises for an unknown section
+            _apply_mapping(cfg, value, prefix=f"{full}.")
+        else:
+            set_value(cfg, full, value)
+
+
+def _lookup_section(cfg: ml_collections.ConfigDict, key: str):
+    node = cfg
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            _raise_unknown(node, key.split(".")[: i + 1])
+        node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict):
+        raise ConfigError(f"{key} is a value, not a section")
+    return node
+
+
+def _raise_unknown(node, parts: list[str]):
+    key = ".".join(parts)
+    valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+    close = difflib.get_close_matches(parts[-1], valid, n=1)
+    hint = f" (did you mean {'.'.join(parts[:-1] + close)}?)" if close else ""
+    where = ".".join(parts[:-1]) or "the config"
+    raise ConfigError(f"unknown key {key}{hint}; valid keys in {where}: {', '.join(valid)}")
+
+
+def _explain_unknown(e: Exception) -> str:
+    text = str(e)
+    key = re.search(r'Key "([^"]+)" does not exist', text) or re.search(r"'([^']+)'", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    if key is None:
+        return text.splitlines()[0]
+    return f"unknown key {key.group(1)}" + (f" (did you mean {hint.group(1)}?)" if hint else "")
+
+
+def set_value(cfg: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """Sets cfg[key] (a dotted path) with a type check that names the key."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            _raise_unknown(node, parts[: i + 1])
+        node = node[part]
+    leaf = parts[-1]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        _raise_unknown(node, parts)
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+        raise ConfigError(f"{key} is a section; set one of its keys: {', '.join(sorted(node[leaf].keys()))}")
+    expected = node.get_ref(leaf).get_type()
+    value = _coerce(key, value, expected)
+    node[leaf] = value
+
+
+def _coerce(key: str, value: Any, expected: type | None) -> Any:
+    if value is None or expected is None:
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a number where a string goes: a tokenizer name like "1234" stays valid
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation: everything that can be known to be wrong before a device is touched
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    for key, allowed in CHOICES.items():
+        section, leaf = key.split(".")
+        if cfg[section][leaf] not in allowed:
+            raise ConfigError(f"{key}={cfg[section][leaf]!r} is not one of: {', '.join(allowed)}")
+
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    _positive(m, "model", ("block_size", "num_layers", "num_heads", "d_model"))
+    _positive(t, "train", ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"))
+    _non_negative(m, "model", ("vocab_size", "num_kv_heads", "d_ff"))
+    _non_negative(t, "train", ("eval_every", "sample_tokens"))
+    _non_negative(o, "optim", ("warmup_steps", "decay_steps", "weight_decay", "grad_clip"))
+    _non_negative(cfg.checkpoint, "checkpoint", ("every",))
+    if cfg.checkpoint.keep < 1:
+        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be at least 1")
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"model.num_heads={m.num_heads} must divide model.d_model={m.d_model}")
+    kv = m.num_kv_heads or m.num_heads
+    if m.num_heads % kv:
+        raise ConfigError(f"model.num_kv_heads={kv} must divide model.num_heads={m.num_heads}")
+    if m.position == "rope" and (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"model.position='rope' needs an even head size, got {m.d_model // m.num_heads}")
+    for leaf in ("dropout", "attn_dropout"):
+        if not 0.0 <= m[leaf] < 1.0:
+            raise ConfigError(f"model.{leaf}={m[leaf]} must be in [0, 1)")
+    if m.attn_dropout > 0 and m.attention != "xla":
+        raise ConfigError(f"model.attn_dropout>0 needs model.attention='xla' (fused kernels compute no attention "
+                          f"probabilities to drop); got attention={m.attention!r}")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1)")
+    if d.source == "text" and not d.path:
+        raise ConfigError("data.source='text' needs data.path (a local text file), e.g. --config.data.path=input.txt")
+    if d.source == "shards" and not d.shards:
+        raise ConfigError("data.source='shards' needs data.shards (a directory with train/ and val/ token shards)")
+    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
+        raise ConfigError(f"optim.lr={o.lr} must be > 0 and optim.min_lr={o.min_lr} within [0, lr]")
+
+
+def _positive(section, name, keys):
+    for k in keys:
+        if section[k] <= 0:
+            raise ConfigError(f"{name}.{k}={section[k]} must be positive")
+
+
+def _non_negative(section, name, keys):
+    for k in keys:
+        if section[k] < 0:
+            raise ConfigError(f"{name}.{k}={section[k]} must be zero or positive")
+
+
+def to_yaml(cfg: ml_collections.ConfigDict) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def save_config(cfg: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
+    Path(path).write_text(to_yaml(cfg))

@@ -1,0 +1,311 @@
+"""A decoder-only GPT in Flax NNX, in one file: GPT-2 by default, Llama-style parts by config.
+
+    embed (+ learned positions) -> dropout -> num_layers x Block -> [final norm] -> head (tied or not) -> fp32 logits
+
+Every option is a field of ModelConfig (the same names as the `model` section of gptjax.config.base_config()).
+Parameters carry logical axis names ('vocab', 'embed', 'heads', 'kv', 'mlp', 'norm', 'position') and nothing
+else: mapping those to mesh axes is the sharding code's business, so the math below never mentions a mesh.
+
+Parameter paths (for checkpoints and optimizer masks): wte, wpe, blocks[i].{ln_1, attn.{qkv, out, q_norm, k_norm},
+ln_2, mlp.{up, gate, down}}, ln_f, lm_head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gptjax.config import CHOICES, ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    block_size: int
+    num_layers: int
+    num_heads: int
+    d_model: int
+    num_kv_heads: int = 0  # 0 -> num_heads (MHA); 1 -> MQA; in between -> GQA
+    d_ff: int = 0  # 0 -> 4*d_model (gelu/relu2) or round_up(8*d_model/3, 64) (swiglu: same params as 4*d, 3 mats)
+    norm_position: str = "pre"  # pre | post
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # gelu | swiglu | relu2
+    position: str = "learned"  # learned | rope
+    rope_theta: float = 10000.0
+    qk_norm: bool = False
+    tie_embeddings: bool = True
+    use_bias: bool = True
+    dropout: float = 0.0  # embeddings + each residual branch
+    attn_dropout: float = 0.0  # attention probabilities (xla path only)
+    init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    attention: str = "xla"  # xla | cudnn | auto
+
+    def __post_init__(self):
+        # Fail at construction, not at the first traced step, and say which key is wrong.
+        for key, allowed in CHOICES.items():
+            section, leaf = key.split(".")
+            if section == "model" and getattr(self, leaf) not in allowed:
+                raise ConfigError(f"{key}={getattr(self, leaf)!r} is not one of: {', '.join(allowed)}")
+        for leaf in ("vocab_size", "block_size", "num_layers", "num_heads", "d_model"):
+            if getattr(self, leaf) <= 0:
+                raise ConfigError(f"model.{leaf}={getattr(self, leaf)} must be positive")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"model.num_heads={self.num_heads} must divide model.d_model={self.d_model}")
+        if self.num_heads % self.kv_heads:
+            raise ConfigError(f"model.num_kv_heads={self.kv_heads} must divide model.num_heads={self.num_heads}")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ConfigError(f"model.position='rope' needs an even head size, got {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def ff_dim(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        if self.mlp == "swiglu":
+            return -(-8 * self.d_model // (3 * 64)) * 64  # ceil(8d/3) up to a multiple of 64: MXU/tensor-core friendly
+        return 4 * self.d_model
+
+    @classmethod
+    def from_config(cls, model_cfg, vocab_size: int | None = None) -> "ModelConfig":
+        """From the `model` section of a run config; vocab_size is the tokenizer's (used when model.vocab_size=0)."""
+        values = {f.name: model_cfg[f.name] for f in dataclasses.fields(cls)}
+        if values["vocab_size"] == 0:
+            if vocab_size is None:
+                raise ConfigError("model.vocab_size=0 means 'the tokenizer's vocabulary size', but none was given")
+            values["vocab_size"] = vocab_size
+        elif vocab_size is not None and values["vocab_size"] < vocab_size:
+            raise ConfigError(f"model.vocab_size={values['vocab_size']} is smaller than the tokenizer's vocabulary "
+                              f"({vocab_size}); use 0 to take the tokenizer's size, or a larger value to pad")
+        return cls(**values)
+
+
+def resolve_attention(name: str, dtype: str = "float32") -> str:
+    """'xla' | 'cudnn' | 'auto' -> the implementation to run ('xla' or 'cudnn'); errors here, before training."""
+    backend = jax.default_backend()
+    if name == "xla":
+        return "xla"
+    if name == "auto":
+        # cuDNN's fused kernel only takes half precision; fp32 models keep the exact einsum path.
+        return "cudnn" if backend == "gpu" and dtype in ("bfloat16", "float16") else "xla"
+    if name != "cudnn":
+        raise ConfigError(f"model.attention={name!r} is not one of: {', '.join(CHOICES['model.attention'])}")
+    if backend != "gpu":
+        raise ConfigError(f"model.attention='cudnn' needs an NVIDIA GPU (this machine has: {backend}); "
+                          "use 'xla', or 'auto' to pick cudnn only when a GPU is present")
+    if dtype not in ("bfloat16", "float16"):
+        raise ConfigError(f"model.attention='cudnn' needs model.dtype bfloat16 or float16 (got {dtype!r}); "
+                          "use 'xla', or 'auto' to pick cudnn only when it can run")
+    return "cudnn"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _init(std: float, *names: str):
+    # eager_sharding=False: the names are logical, so there is no mesh to place them on yet; the sharding code
+    # maps them through its rules table and shards the state itself. This also lets the model be built anywhere.
+    base = nnx.initializers.normal(std) if std else nnx.initializers.zeros_init()
+    return nnx.with_partitioning(base, names, eager_sharding=False)
+
+
+def _ones(*names: str):
+    return nnx.with_partitioning(nnx.initializers.ones_init(), names, eager_sharding=False)
+
+
+def _linear(cfg: ModelConfig, d_in: int, d_out: int, names: tuple[str, str], *, rngs: nnx.Rngs,
+            std: float | None = None, bias: bool | None = None) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, use_bias=cfg.use_bias if bias is None else bias,
+                      kernel_init=_init(cfg.init_std if std is None else std, *names),
+                      bias_init=_init(0.0, names[1]), dtype=jnp.dtype(cfg.dtype),
+                      param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+
+
+def _norm(cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs, rms: bool = False):
+    kw = dict(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+              scale_init=_ones("norm"), rngs=rngs)
+    if rms or cfg.norm == "rmsnorm":
+        return nnx.RMSNorm(dim, **kw)
+    return nnx.LayerNorm(dim, use_bias=cfg.use_bias, bias_init=_init(0.0, "norm"), **kw)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [..., T, 1, head_dim] for positions [..., T]; float32 because bf16 angles lose whole positions."""
+    inv_freq = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., T, hd/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[..., None, :]  # [..., T, 1, hd]: broadcast over heads
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate-half convention (Llama/HF), so converted Llama-family weights work unchanged."""
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def xla_attention(q, k, v, *, dropout: nnx.Dropout | None = None, deterministic: bool = True, rngs=None):
+    """Causal attention, q [B,T,H,hd], k/v [B,S,KV,hd] -> [B,T,H,hd]. GQA groups the H query heads into KV groups
+    of H/KV (head h reads kv head h // (H/KV), as jax.nn.dot_product_attention and HF's repeat_kv) without
+    materializing repeated k/v."""
+    B, T, H, hd = q.shape
+    S, KV = k.shape[1], k.shape[2]
+    q = q.reshape(B, T, KV, H // KV, hd)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    causal = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)  # query t sees keys up to its own position
+    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)  # in float32: bf16 softmax over long rows loses the small weights
+    if dropout is not None:
+        probs = dropout(probs, deterministic=deterministic, rngs=rngs)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(B, T, H, hd)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, impl: str, *, rngs: nnx.Rngs):
+        self.cfg, self.impl = cfg, impl
+        H, KV, hd = cfg.num_heads, cfg.kv_heads, cfg.head_dim
+        # One fused projection: a single large matmul instead of three small ones.
+        self.qkv = _linear(cfg, cfg.d_model, (H + 2 * KV) * hd, ("embed", "heads"), rngs=rngs)
+        # Residual projections are scaled down so the residual stream's variance does not grow with depth (GPT-2).
+        self.out = _linear(cfg, H * hd, cfg.d_model, ("heads", "embed"), rngs=rngs,
+                           std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        if cfg.qk_norm:  # bounds the attention logits, which keeps high learning rates stable
+            self.q_norm = _norm(cfg, hd, rngs=rngs, rms=True)
+            self.k_norm = _norm(cfg, hd, rngs=rngs, rms=True)
+        self.attn_drop = nnx.Dropout(cfg.attn_dropout)
+
+    def __call__(self, x, rope, *, deterministic: bool, rngs):
+        B, T, _ = x.shape
+        H, KV, hd = self.cfg.num_heads, self.cfg.kv_heads, self.cfg.head_dim
+        q, k, v = jnp.split(self.qkv(x), [H * hd, (H + KV) * hd], axis=-1)
+        q, k, v = q.reshape(B, T, H, hd), k.reshape(B, T, KV, hd), v.reshape(B, T, KV, hd)
+        if self.cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.impl == "cudnn":
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        else:
+            y = xla_attention(q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
+        return self.out(y.reshape(B, T, H * hd))
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.kind = cfg.mlp
+        d, ff = cfg.d_model, cfg.ff_dim
+        self.up = _linear(cfg, d, ff, ("embed", "mlp"), rngs=rngs)
+        if cfg.mlp == "swiglu":
+            self.gate = _linear(cfg, d, ff, ("embed", "mlp"), rngs=rngs)
+        self.down = _linear(cfg, ff, d, ("mlp", "embed"), rngs=rngs, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+
+    def __call__(self, x):
+        h = self.up(x)
+        if self.kind == "gelu":
+            h = jax.nn.gelu(h, approximate=True)  # GPT-2's gelu_new: the tanh approximation
+        elif self.kind == "relu2":
+            h = jnp.square(jax.nn.relu(h))
+        else:
+            h = jax.nn.silu(self.gate(x)) * h
+        return self.down(h)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, impl: str, *, rngs: nnx.Rngs):
+        self.pre = cfg.norm_position == "pre"
+        self.ln_1 = _norm(cfg, cfg.d_model, rngs=rngs)
+        self.attn = Attention(cfg, impl, rngs=rngs)
+        self.ln_2 = _norm(cfg, cfg.d_model, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+        self.drop = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x, rope, *, deterministic: bool, rngs):
+        kw = dict(deterministic=deterministic, rngs=rngs)
+
+        def attn(h):
+            return self.drop(self.attn(h, rope, **kw), **kw)
+
+        def mlp(h):
+            return self.drop(self.mlp(h), **kw)
+
+        if self.pre:  # the residual stream is never normalized, so gradients reach early layers unchanged
+            x = x + attn(self.ln_1(x))
+            return x + mlp(self.ln_2(x))
+        x = self.ln_1(x + attn(x))  # post-norm: the original Transformer / BERT arrangement
+        return self.ln_2(x + mlp(x))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class GPT(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        if cfg.attn_dropout > 0 and cfg.attention != "xla":
+            raise ConfigError("model.attn_dropout>0 needs model.attention='xla' (fused kernels compute no "
+                              f"attention probabilities to drop); got attention={cfg.attention!r}")
+        self.attention_impl = resolve_attention(cfg.attention, cfg.dtype)
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.wte = nnx.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_init(cfg.init_std, "vocab", "embed"),
+                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if cfg.position == "learned":
+            self.wpe = nnx.Embed(cfg.block_size, cfg.d_model,
+                                 embedding_init=_init(cfg.init_std, "position", "embed"),
+                                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.drop = nnx.Dropout(cfg.dropout)
+        self.blocks = nnx.List([Block(cfg, self.attention_impl, rngs=rngs) for _ in range(cfg.num_layers)])
+        if cfg.norm_position == "pre":  # post-norm blocks already end in a norm
+            self.ln_f = _norm(cfg, cfg.d_model, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = _linear(cfg, cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, bias=False)
+
+    def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """tokens int32 [B, T] -> logits float32 [B, T, vocab]. positions [B, T] or [T] default to arange(T)."""
+        cfg = self.cfg
+        T = tokens.shape[-1]
+        if positions is None:
+            if T > cfg.block_size:  # past the table, a lookup would silently read garbage
+                raise ValueError(f"sequence length {T} exceeds model.block_size={cfg.block_size}")
+            positions = jnp.arange(T, dtype=jnp.int32)
+        x = self.wte(tokens)
+        rope = None
+        if cfg.position == "learned":
+            x = x + self.wpe(positions)
+        else:  # computed once here, shared by every layer
+            rope = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        x = self.drop(x, deterministic=deterministic, rngs=rngs)
+        for block in self.blocks:
+            x = block(x, rope, deterministic=deterministic, rngs=rngs)
+        if cfg.norm_position == "pre":
+            x = self.ln_f(x)
+        logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)
+        return logits.astype(jnp.float32)  # the loss wants fp32 whatever the compute dtype
+
+
+def count_params(cfg: ModelConfig, *, non_embedding: bool = False) -> int:
+    """Parameters of GPT(cfg), from shapes only (nothing is allocated). non_embedding drops the position table,
+    as nanoGPT reports it; the token table stays since, tied, it is also the output layer."""
+    cfg = dataclasses.replace(cfg, attention="xla")  # the count does not depend on the kernel or this machine
+    model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
+    total = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    if non_embedding and cfg.position == "learned":
+        total -= cfg.block_size * cfg.d_model
+    return total

@@ -1,0 +1,72 @@
+"""The train step: one pure function from (state, batch) to (state, metrics), jitted with the state donated.
+
+Everything that changes during training lives in TrainState; the model's structure (graphdef) and the optimizer
+are fixed and closed over. The dropout key for a step is derived from (seed, step), so a resumed run draws the
+same dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array  # int32 scalar: optimizer updates applied so far
+    params: nnx.State
+    opt_state: Any
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean next-token loss in float32, whatever the compute dtype."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
+
+
+def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
+    def loss_fn(params, tokens, dropout_key=None):
+        model = nnx.merge(graphdef, params)
+        train = dropout_key is not None
+        logits = model(tokens[:, :-1], deterministic=not train, rngs=nnx.Rngs(dropout=dropout_key) if train else None)
+        return cross_entropy(logits, tokens[:, 1:])
+
+    return loss_fn
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
+                    grad_accum: int, seed: int) -> Callable:
+    """Returns train_step(state, batch) -> (state, metrics); batch is int32 [batch_size, block_size + 1]."""
+    grad_fn = jax.value_and_grad(make_loss_fn(graphdef))
+    base_key = jax.random.key(seed)
+
+    def train_step(state: TrainState, batch: jax.Array):
+        step_key = jax.random.fold_in(base_key, state.step)
+        # Micro-batches are summed in a scan, so memory holds one micro-batch of activations whatever grad_accum is,
+        # and k micro-batches of size b give the same update as one batch of size k*b.
+        micro = batch.reshape(grad_accum, batch.shape[0] // grad_accum, batch.shape[1])
+
+        def accumulate(carry, xs):
+            loss_sum, grad_sum = carry
+            tokens, index = xs
+            loss, grads = grad_fn(state.params, tokens, jax.random.fold_in(step_key, index))
+            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
+                                        (micro, jnp.arange(grad_accum)))
+        loss, grads = loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+    """eval_step(params, batch) -> mean loss of the batch (no dropout)."""
+    return jax.jit(make_loss_fn(graphdef))

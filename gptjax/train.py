@@ -1,0 +1,268 @@
+"""Train a GPT.
+
+    python -m gptjax.train                                   # the built-in job: a small model on Python's stdlib
+    python -m gptjax.train --config configs/shakespeare_char_cpu.py --workdir runs/baby
+    python -m gptjax.train --config configs/gpt2_small.py --config.train.batch_size=8
+
+Running it again on the same --workdir continues from the latest checkpoint. The run directory holds:
+config.yaml (the resolved config: `--config RUN/config.yaml` repeats the run), tokenizer/, data/ (token shards),
+checkpoints/, and metrics.jsonl (one JSON object per line: `loss` on training lines, `val_loss` on evaluation lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import yaml
+
+from gptjax.checkpoint import Checkpoints
+from gptjax.config import ConfigError, load_config, to_yaml
+from gptjax.data import DataError
+from gptjax.data.loader import WindowLoader, eval_batches
+from gptjax.data.shards import open_split
+from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
+from gptjax.flops import flops_per_token, reference_peak
+from gptjax.model import ModelConfig, count_params
+from gptjax.sample import generate, prompt_ids
+from gptjax.state import setup
+from gptjax.step import make_eval_step, make_train_step
+from gptjax.tokenizer import Tokenizer, TokenizerError, build_tokenizer, load_tokenizer
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, ...); the message says what happened and what is kept."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run directory and data
+
+
+def check_resumable(run_dir: Path, cfg: ml_collections.ConfigDict) -> None:
+    """A run directory may be continued with a changed schedule, but not with a different model or data."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists() or not (run_dir / "tokenizer").exists():
+        return  # nothing was built from the saved config yet (e.g. its data could not be read): start afresh
+    saved = yaml.safe_load(saved_path.read_text())
+    new = cfg.to_dict()
+    for section in ("model", "data"):
+        for key, value in new[section].items():
+            if saved.get(section, {}).get(key, value) != value:
+                raise ConfigError(
+                    f"{run_dir} holds a run with {section}.{key}={saved[section][key]!r}, not {value!r}; "
+                    "use a new --workdir (or the saved config: --config {run_dir}/config.yaml)")
+    changed = [f"{s}.{k}: {saved[s][k]!r} -> {v!r}" for s in ("optim", "train", "checkpoint")
+               for k, v in new[s].items() if s in saved and saved[s].get(k, v) != v]
+    if changed:
+        print(f"continuing {run_dir} with changed settings: {'; '.join(changed)}")
+
+
+def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path) -> tuple[Tokenizer, list, list]:
+    """Tokenizes the configured source into RUN/data/{train,val} once; returns (tokenizer, train shards, val shards)."""
+    d = cfg.data
+    if d.source == "shards":
+        root = Path(d.shards)
+        tokenizer_dir = root / "tokenizer"
+        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir.exists() else build_tokenizer(d.tokenizer)
+        return tokenizer, open_split(root / "train"), open_split(root / "val")
+
+    data_dir, tokenizer_dir = run_dir / "data", run_dir / "tokenizer"
+    if not (tokenizer_dir.exists() and (data_dir / "train").exists()):
+        text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
+        tokenizer = build_tokenizer(d.tokenizer, text)
+        counts = prepare_splits(text, tokenizer, data_dir, d.val_fraction, name=d.source)
+        print(f"data: {len(text):,} characters -> {counts} tokens ({tokenizer.name}, vocab {tokenizer.vocab_size})")
+        tokenizer.save(tokenizer_dir)  # last: its presence marks the data as complete
+    tokenizer = load_tokenizer(tokenizer_dir)
+    val = open_split(data_dir / "val") if (data_dir / "val").exists() else []
+    return tokenizer, open_split(data_dir / "train"), val
+
+
+class MetricsLog:
+    """Appends one JSON object per line to RUN/metrics.jsonl (flushed each line, so a crash loses nothing)."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a")
+
+    def write(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
+    """Trains (or continues) the run in run_dir; returns the final metrics."""
+    run_dir = Path(run_dir)
+    check_resumable(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+
+    tokenizer, train_shards, val_shards = prepare_data(cfg, run_dir)
+    model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
+    t = cfg.train
+    built = setup(cfg, model_config)
+
+    n_params = count_params(model_config)
+    n_non_embedding = count_params(model_config, non_embedding=True)
+    print(f"model: {n_params / 1e6:.2f}M parameters ({model_config.num_layers} layers, {model_config.num_heads} heads, "
+          f"{model_config.d_model} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
+          f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
+
+    checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every)
+    state = built.init(t.seed)
+    start = checkpoints.latest_step() or 0
+    if start:
+        state = checkpoints.restore(state)
+        print(f"resumed from {checkpoints.directory}/{start}")
+    if start >= t.steps:
+        print(f"{run_dir} already trained {start} steps (train.steps={t.steps}); raise train.steps to continue")
+
+    train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed)
+    eval_step = make_eval_step(built.graphdef)
+    loader = WindowLoader(train_shards, model_config.block_size, t.batch_size, seed=t.seed)
+    val_set = eval_batches(val_shards, model_config.block_size, t.batch_size, t.eval_batches, seed=t.seed + 1) \
+        if val_shards else []
+
+    tokens_per_step = t.batch_size * model_config.block_size
+    flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
+    peak, peak_source = reference_peak(model_config.dtype)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    progress = Progress(log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints)
+    cfg_dict = cfg.to_dict()
+
+    def evaluate(step: int) -> dict:
+        if not val_set:
+            return {}
+        began = time.perf_counter()
+        val_loss = float(np.mean([eval_step(state.params, b) for b in val_set]))
+        progress.exclude(time.perf_counter() - began)
+        log.write(step=step, val_loss=val_loss)
+        print(f"step {step:>6} | val loss {val_loss:.4f}")
+        return {"val_loss": val_loss}
+
+    final: dict = {}
+    if start == 0 and t.eval_every:
+        evaluate(0)
+    pending = None  # (step, metrics still on the device): read one step late, so the host never stalls the device
+    try:
+        batches = loader.iterate(start)
+        if start < t.steps:
+            began = time.perf_counter()
+            train_step = train_step.lower(state, loader.batch(start)).compile()
+            print(f"compiled the train step in {time.perf_counter() - began:.1f}s")
+        progress.exclude(time.perf_counter() - progress.interval_start)
+        for step in range(start + 1, t.steps + 1):
+            state, metrics = train_step(state, next(batches))
+            if pending is not None:
+                final = progress.record(*pending)
+            pending = (step, metrics)
+            checkpoint_due = checkpoints.due(step) or step == t.steps
+            if checkpoint_due:  # never save a state whose loss has not been seen to be finite
+                final, pending = progress.record(*pending), None
+                checkpoints.save(step, state, cfg_dict)
+            if (t.eval_every and step % t.eval_every == 0) or step == t.steps:
+                final.update(evaluate(step))
+        if pending is not None:
+            final = progress.record(*pending)
+    finally:
+        checkpoints.close()
+        log.close()
+
+    if t.sample_tokens:
+        sample = generate(built.graphdef, state.params, prompt_ids(tokenizer, t.sample_prompt),
+                          block_size=model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed)
+        print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
+    return final
+
+
+class Progress:
+    """Reads each step's metrics, stops on a non-finite loss, and logs every train.log_every steps."""
+
+    def __init__(self, log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints):
+        self.log, self.t, self.checkpoints = log, t, checkpoints
+        self.tokens_per_step, self.flops_per_step = tokens_per_step, flops_per_step
+        self.peak, self.peak_source = peak, peak_source
+        self.interval_start, self.interval_steps = time.perf_counter(), 0
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves time spent outside training steps (compilation, evaluation) out of the throughput."""
+        self.interval_start += seconds
+
+    def record(self, step: int, metrics) -> dict:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.interval_steps += 1
+        if not math.isfinite(metrics["loss"]):
+            kept = self.checkpoints.latest_step()
+            raise TrainingError(
+                f"loss became {metrics['loss']} at step {step}; "
+                + (f"the checkpoint of step {kept} is kept" if kept else "no checkpoint was saved")
+                + "; lower optim.lr or raise optim.warmup_steps")
+        if step % self.t.log_every and step != self.t.steps:
+            return metrics
+        elapsed = time.perf_counter() - self.interval_start
+        tokens_per_sec = self.tokens_per_step * self.interval_steps / elapsed
+        mfu = self.flops_per_step * self.interval_steps / elapsed / self.peak
+        self.log.write(step=step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
+                       tokens_per_sec=round(tokens_per_sec, 1), mfu=round(mfu, 4))
+        print(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
+              f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}", flush=True)
+        self.interval_start, self.interval_steps = time.perf_counter(), 0
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m gptjax.train", description=__doc__.split("\n\n")[0],
+                                     epilog="Any config key can be set with --config.SECTION.KEY=VALUE.")
+    parser.add_argument("--config", help="a config file (.py with get_config(), or .yaml); default: the built-in job")
+    parser.add_argument("--workdir", help="run directory (default: runs/<config name>)")
+    args, rest = parser.parse_known_args(argv)
+    overrides, i = [], 0
+    while i < len(rest):
+        item = rest[i]
+        if not item.startswith("--config."):
+            parser.error(f"unrecognized argument {item!r}; config keys are set as --config.SECTION.KEY=VALUE")
+        item = item[len("--config."):]
+        if "=" not in item:  # --config.a.b VALUE
+            if i + 1 >= len(rest):
+                parser.error(f"--config.{item} needs a value")
+            item, i = f"{item}={rest[i + 1]}", i + 1
+        overrides.append(item)
+        i += 1
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    try:
+        cfg = load_config(args.config, overrides)
+        name = Path(args.config).stem if args.config else "default"
+        workdir = Path(args.workdir or Path("runs") / name)
+        train(cfg, workdir)
+    except (ConfigError, DataError, TokenizerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

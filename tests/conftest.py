@@ -1,0 +1,28 @@
+"""Shared test fixtures. Real data (tinyshakespeare, GPT-2 tokenizer files, corpora) is read from one setting,
+GPTJAX_DATA_DIR (default: ../shared/data beside the repository); tests that need it skip when it is absent."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("GPTJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    """A file under GPTJAX_DATA_DIR, or skip the test with a message saying what is missing."""
+    path = DATA_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (set GPTJAX_DATA_DIR to the shared data directory)")
+    return path
+
+
+@pytest.fixture
+def shakespeare_path() -> Path:
+    return data_path("tinyshakespeare.txt")
+
+
+@pytest.fixture
+def gpt2_dir() -> Path:
+    return data_path("gpt2")

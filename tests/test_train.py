@@ -1,0 +1,182 @@
+"""End-to-end training on CPU: tiny models, real files, real processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax.config import load_config
+from gptjax.model import ModelConfig
+from gptjax.sample import generate
+from gptjax.state import load_run, setup
+from gptjax.step import make_train_step
+from gptjax.train import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.max_chars=300000",
+    "model.num_layers=2", "model.num_heads=2", "model.d_model=64", "model.block_size=32",
+    "train.batch_size=8", "train.steps=60", "train.eval_every=30", "train.eval_batches=4", "train.log_every=10",
+    "train.sample_tokens=20", "optim.lr=3e-3", "optim.min_lr=3e-4", "optim.warmup_steps=10",
+]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    final = train(load_config(None, TINY), run_dir)
+    return run_dir, final
+
+
+def test_loss_falls_and_everything_is_recorded(trained_run):
+    run_dir, final = trained_run
+    records = read_metrics(run_dir)
+    train_losses = [r["loss"] for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    assert all("step" in r for r in records)
+    assert [r["step"] for r in val] == [0, 30, 60]
+    assert train_losses[-1] < train_losses[0] - 0.5
+    assert val[-1]["val_loss"] < val[0]["val_loss"] - 1.0
+    assert final["val_loss"] == val[-1]["val_loss"]
+    assert all(r["tokens_per_sec"] > 0 and 0 < r["mfu"] < 1 for r in records if "loss" in r)
+    assert load_config(run_dir / "config.yaml").to_dict() == load_config(None, TINY).to_dict()
+    assert (run_dir / "checkpoints" / "60").is_dir()
+
+
+def test_sample_cli_uses_the_trained_weights(trained_run):
+    run_dir, _ = trained_run
+    result = subprocess.run([sys.executable, "-m", "gptjax.sample", "--workdir", str(run_dir), "--prompt", "def ",
+                             "--max_new_tokens", "30", "--temperature", "0"], capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("def ") and len(result.stdout) > 20
+
+
+def test_greedy_decoding_is_deterministic_and_slides_past_the_block(trained_run):
+    run = load_run(trained_run[0])
+    prompt = run.tokenizer.encode("import os\n")
+    long = generate(run.graphdef, run.params, prompt, block_size=32, max_new_tokens=50, temperature=0.0)
+    again = generate(run.graphdef, run.params, prompt, block_size=32, max_new_tokens=50, temperature=0.0, seed=5)
+    top1 = generate(run.graphdef, run.params, prompt, block_size=32, max_new_tokens=50, temperature=1.0, top_k=1)
+    np.testing.assert_array_equal(long, again)
+    np.testing.assert_array_equal(long, top1)
+    # The first tokens equal a step-by-step greedy decode with the full model.
+    model, ids = run.model, list(prompt)
+    for _ in range(5):
+        logits = model(jnp.asarray([ids[-32:]]))
+        ids.append(int(jnp.argmax(logits[0, -1])))
+    assert long[0, :5].tolist() == ids[len(prompt):]
+
+
+def test_sampling_respects_top_k_and_seed(trained_run):
+    run = load_run(trained_run[0])
+    prompt = run.tokenizer.encode("x")
+    a = generate(run.graphdef, run.params, prompt, block_size=32, max_new_tokens=20, num_samples=4, seed=1)
+    b = generate(run.graphdef, run.params, prompt, block_size=32, max_new_tokens=20, num_samples=4, seed=2)
+    assert a.shape == (4, 20) and not np.array_equal(a, b)
+    assert a.max() < run.tokenizer.vocab_size
+
+
+def test_rerun_continues_from_the_checkpoint(trained_run, capsys):
+    run_dir, _ = trained_run
+    train(load_config(None, TINY + ["train.steps=70"]), run_dir)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "train.steps: 60 -> 70" in out
+    steps = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
+    assert steps[-1] == 70 and steps.count(60) == 1
+
+
+def test_rerun_with_a_different_model_is_refused(trained_run):
+    from gptjax.config import ConfigError
+    with pytest.raises(ConfigError, match="holds a run with model.num_layers=2, not 3"):
+        train(load_config(None, TINY + ["model.num_layers=3"]), trained_run[0])
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    cfg = load_config(None, TINY + ["optim.lr=1e30", "optim.min_lr=1e30", "optim.grad_clip=0", "train.steps=30",
+                                    "train.eval_every=0", "train.sample_tokens=0"])
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) at step \d+; no checkpoint was saved"):
+        train(cfg, tmp_path / "nan")
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    cfg = load_config(None, TINY)
+    model_config = ModelConfig.from_config(cfg.model, vocab_size=50)
+    built = setup(cfg, model_config)
+    batch = jax.random.randint(jax.random.key(0), (8, 33), 0, 50)
+    results = []
+    for k in (1, 4):
+        step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=k, seed=0)
+        state = built.init(0)
+        for _ in range(3):
+            state, metrics = step(state, batch)
+        results.append((state.params, float(metrics["loss"]), float(metrics["grad_norm"])))
+    (p1, l1, g1), (p4, l4, g4) = results
+    assert abs(l1 - l4) < 1e-5 and abs(g1 - g4) < 1e-5 * g1
+    # Only float32 summation order differs. Adam divides by sqrt(v), so for a near-zero gradient a rounding
+    # difference can move an update by up to lr (here <= 1e-3 in warmup): 2e-5 bounds that over 3 steps.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=2e-5), p1, p4)
+
+
+def test_bf16_compute_keeps_fp32_master_weights(tmp_path):
+    final = train(load_config(None, TINY + ["model.dtype=bfloat16", "train.steps=30", "train.sample_tokens=0"]),
+                  tmp_path / "bf16")
+    run = load_run(tmp_path / "bf16")
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(run.params))
+    assert final["val_loss"] < 3.5
+
+
+def test_default_job_runs_from_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "default"), "--config.train.steps=20",
+         "--config.train.log_every=10", "--config.train.eval_every=10", "--config.data.max_chars=200000",
+         "--config.train.sample_tokens=40"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "step     20/20" in result.stdout and "val loss" in result.stdout
+    assert result.stdout.rstrip().endswith("-" * 80)  # ends with the printed sample
+
+
+def test_shakespeare_recipe_with_gpt2_tokenizer(tmp_path, shakespeare_path, gpt2_dir):
+    cfg = load_config(REPO / "configs/gpt2_small.py", [
+        f"data.path={shakespeare_path}", f"data.tokenizer={gpt2_dir}", "data.max_chars=100000",
+        "model.num_layers=1", "model.num_heads=2", "model.d_model=32", "model.block_size=64", "model.dtype=float32",
+        "train.batch_size=4", "train.grad_accum=2", "train.steps=4", "train.eval_every=0", "train.eval_batches=2",
+        "train.log_every=2", "train.sample_tokens=5", "optim.warmup_steps=2"])
+    final = train(cfg, tmp_path / "bpe")
+    assert np.isfinite(final["val_loss"]) and final["val_loss"] < 11.0  # ln(50304) = 10.8 at init
+    run = load_run(tmp_path / "bpe")
+    assert run.tokenizer.encode("Hello world").tolist() == [15496, 995]
+    assert run.model_config.vocab_size == 50304  # padded table, GPT-2's 50,257-token tokenizer
+
+
+def test_baby_shakespeare_config_from_the_command_line(tmp_path, shakespeare_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gptjax.train", "--config", "configs/shakespeare_char_cpu.py",
+         "--workdir", str(tmp_path / "baby"), "--config.data.path", str(shakespeare_path),
+         "--config.train.steps=20", "--config.train.eval_every=10", "--config.train.log_every=10"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vocab 65" in result.stdout and "step     20/20" in result.stdout
+
+
+def test_missing_text_offline_says_how_to_pass_a_local_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gptjax.train", "--config", "configs/shakespeare_char_cpu.py",
+         "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path / 'missing.txt'}",
+         "--config.data.url=http://127.0.0.1:9/input.txt"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "missing.txt is missing and the download from http://127.0.0.1:9/input.txt failed" in line
+    assert "--config.data.path=" in line
