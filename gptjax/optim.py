@@ -11,10 +11,12 @@ EMBEDDING_AXES = {("vocab", "embed"), ("position", "embed")}
 
 
 def lr_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to optim.lr, then cosine decay to optim.min_lr at decay_steps (train.steps when 0)."""
+    """Linear warmup to optim.lr, then cosine decay to optim.min_lr at decay_steps (train.steps when 0).
+
+    Warmup starts at lr / (warmup_steps + 1) rather than 0, so the first update is not wasted (nanoGPT's schedule)."""
     decay_steps = optim_cfg.decay_steps or total_steps
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
+        init_value=optim_cfg.lr / (optim_cfg.warmup_steps + 1),
         peak_value=optim_cfg.lr,
         warmup_steps=optim_cfg.warmup_steps,
         decay_steps=max(decay_steps, optim_cfg.warmup_steps + 1),
