@@ -67,13 +67,21 @@ def check_resumable(run_dir: Path, cfg: ml_collections.ConfigDict) -> None:
 def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path) -> tuple[Tokenizer, list, list]:
     """Tokenizes the configured source into RUN/data/{train,val} once; returns (tokenizer, train shards, val shards)."""
     d = cfg.data
-    if d.source == "shards":
-        root = Path(d.shards)
-        tokenizer_dir = root / "tokenizer"
-        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir.exists() else build_tokenizer(d.tokenizer)
-        return tokenizer, open_split(root / "train"), open_split(root / "val")
-
     data_dir, tokenizer_dir = run_dir / "data", run_dir / "tokenizer"
+    if d.source == "shards":  # prepared elsewhere: read in place
+        root = Path(d.shards)
+        train_shards = open_split(root / "train")
+        val_shards = open_split(root / "val") if (root / "val").exists() else []
+        if (root / "tokenizer").exists():
+            tokenizer = load_tokenizer(root / "tokenizer")
+        elif d.tokenizer == "char":
+            raise DataError(f"{root} has no tokenizer/ directory and a char tokenizer cannot be rebuilt without its "
+                            "text; save the tokenizer there, or set data.tokenizer to the one the shards were made with")
+        else:
+            tokenizer = build_tokenizer(d.tokenizer)
+        tokenizer.save(tokenizer_dir)  # the run directory alone is enough to sample from the model
+        return tokenizer, train_shards, val_shards
+
     if not (tokenizer_dir.exists() and (data_dir / "train").exists()):
         text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
         tokenizer = build_tokenizer(d.tokenizer, text)

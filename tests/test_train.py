@@ -180,3 +180,25 @@ def test_missing_text_offline_says_how_to_pass_a_local_file(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "missing.txt is missing and the download from http://127.0.0.1:9/input.txt failed" in line
     assert "--config.data.path=" in line
+
+
+def test_training_from_a_prepared_shard_directory(tmp_path):
+    from gptjax.data import prepare_splits, stdlib_corpus
+    from gptjax.tokenizer import build_tokenizer
+
+    text = stdlib_corpus(max_chars=200_000)
+    tokenizer = build_tokenizer("byte")
+    prepare_splits(text, tokenizer, tmp_path / "shards", val_fraction=0.1, name="stdlib")
+    tokenizer.save(tmp_path / "shards" / "tokenizer")
+    overrides = [o for o in TINY if not o.startswith("data.")] + [
+        "data.source=shards", f"data.shards={tmp_path / 'shards'}", "train.steps=20", "train.sample_tokens=0"]
+    final = train(load_config(None, overrides), tmp_path / "run")
+    assert np.isfinite(final["val_loss"])
+    assert load_run(tmp_path / "run").model_config.vocab_size == 256
+    assert not (tmp_path / "run" / "data").exists()  # prepared shards are read in place, not copied
+
+
+def test_missing_shard_directory_is_a_clear_error(tmp_path):
+    from gptjax.data import DataError
+    with pytest.raises(DataError, match="train"):
+        train(load_config(None, TINY + ["data.source=shards", f"data.shards={tmp_path / 'nowhere'}"]), tmp_path / "r")
