@@ -75,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
         source="stdlib",  # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards
         path=_optional(str),  # a local text file (source=text)
         url=_optional(str),  # where to download data.path from when it is missing and the machine is online
-        shards=_optional(str),  # a directory of token shards (*.ds) with train/ and val/ subdirectories
+        # Prepared token shards: DIR (with train/, optional val/ and tokenizer/), or a weighted mixture
+        # DIR:WEIGHT,DIR:WEIGHT,... (weights are normalized; without weights, every window is equally likely).
+        shards=_optional(str),
         tokenizer="char",  # char | byte | gpt2 | a tokenizer.json / directory with vocab.json+merges.txt | hub name
         val_fraction=0.1,  # the tail of the text held out for validation (nanoGPT: 10%)
         max_chars=0,  # 0: all; otherwise read at most this many characters of the source
@@ -115,9 +117,12 @@ def base_config() -> ml_collections.ConfigDict:
 # Loading and overriding
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ml_collections.ConfigDict:
-    """Loads base_config(), then a .py (get_config()) or .yaml file, then `key.path=value` overrides; validates."""
-    cfg = base_config()
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+                base=None, check=None) -> ml_collections.ConfigDict:
+    """Loads base() (default: base_config), then a .py (get_config()) or .yaml file, then `key.path=value`
+    overrides, and validates with check() (default: validate). Other commands pass their own schema."""
+    base, check = base or base_config, check or validate
+    cfg = base()
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -133,7 +138,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"override {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         set_value(cfg, key, yaml.safe_load(raw) if raw != "" else "")
-    validate(cfg)
+    check(cfg)
     return cfg
 
 

@@ -64,23 +64,40 @@ def check_resumable(run_dir: Path, cfg: ml_collections.ConfigDict) -> None:
         print(f"continuing {run_dir} with changed settings: {'; '.join(changed)}")
 
 
-def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path) -> tuple[Tokenizer, list, list]:
-    """Tokenizes the configured source into RUN/data/{train,val} once; returns (tokenizer, train shards, val shards)."""
+def parse_mixture(spec: str) -> dict[str, tuple[Path, float | None]]:
+    """data.shards: 'DIR' or 'DIR:WEIGHT,DIR:WEIGHT,...' -> {name: (dir, weight or None)}; a source is named by
+    its directory."""
+    sources: dict[str, tuple[Path, float | None]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        path, _, weight = item.rpartition(":") if ":" in item else (item, "", "")
+        try:
+            value = float(weight) if weight else None
+        except ValueError:
+            raise ConfigError(f"data.shards: {item!r} is not DIR or DIR:WEIGHT (weight a number)") from None
+        name = Path(path).name
+        if name in sources:
+            raise ConfigError(f"data.shards names two sources {name!r}; give each source its own directory name")
+        sources[name] = (Path(path), value)
+    weights = [w for _, w in sources.values()]
+    if not sources or (None in weights and len(set(weights)) > 1):
+        raise ConfigError(f"data.shards={spec!r}: give one directory, or a weight for every directory")
+    return sources
+
+
+def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path):
+    """Returns (tokenizer, {source: train shards}, {source: val shards}, weights or None).
+
+    Text sources are tokenized once into RUN/data/{train,val}; prepared shard directories are read in place."""
     d = cfg.data
     data_dir, tokenizer_dir = run_dir / "data", run_dir / "tokenizer"
-    if d.source == "shards":  # prepared elsewhere: read in place
-        root = Path(d.shards)
-        train_shards = open_split(root / "train")
-        val_shards = open_split(root / "val") if (root / "val").exists() else []
-        if (root / "tokenizer").exists():
-            tokenizer = load_tokenizer(root / "tokenizer")
-        elif d.tokenizer == "char":
-            raise DataError(f"{root} has no tokenizer/ directory and a char tokenizer cannot be rebuilt without its "
-                            "text; save the tokenizer there, or set data.tokenizer to the one the shards were made with")
-        else:
-            tokenizer = build_tokenizer(d.tokenizer)
+    if d.source == "shards":
+        mixture = parse_mixture(d.shards)
+        train_sources = {name: open_split(path / "train") for name, (path, _) in mixture.items()}
+        val_sources = {name: open_split(path / "val") for name, (path, _) in mixture.items() if (path / "val").exists()}
+        tokenizer = shards_tokenizer(d.tokenizer, [path for path, _ in mixture.values()])
         tokenizer.save(tokenizer_dir)  # the run directory alone is enough to sample from the model
-        return tokenizer, train_shards, val_shards
+        weights = None if None in [w for _, w in mixture.values()] else {n: w for n, (_, w) in mixture.items()}
+        return tokenizer, train_sources, val_sources, weights
 
     if not (tokenizer_dir.exists() and (data_dir / "train").exists()):
         text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
@@ -89,8 +106,22 @@ def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path) -> tuple[Tokeniz
         print(f"data: {len(text):,} characters -> {counts} tokens ({tokenizer.name}, vocab {tokenizer.vocab_size})")
         tokenizer.save(tokenizer_dir)  # last: its presence marks the data as complete
     tokenizer = load_tokenizer(tokenizer_dir)
-    val = open_split(data_dir / "val") if (data_dir / "val").exists() else []
-    return tokenizer, open_split(data_dir / "train"), val
+    val = {d.source: open_split(data_dir / "val")} if (data_dir / "val").exists() else {}
+    return tokenizer, {d.source: open_split(data_dir / "train")}, val, None
+
+
+def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:
+    """The tokenizer saved beside prepared shards (ROOT/tokenizer), the same for every source; else data.tokenizer."""
+    saved = [load_tokenizer(root / "tokenizer") for root in roots if (root / "tokenizer").exists()]
+    if saved:
+        if any(t != saved[0] for t in saved):
+            raise DataError(f"the shard directories {', '.join(map(str, roots))} were tokenized with different "
+                            "tokenizers; a mixture needs one")
+        return saved[0]
+    if spec == "char":
+        raise DataError(f"{roots[0]} has no tokenizer/ directory and a char tokenizer cannot be rebuilt without its "
+                        "text; save the tokenizer there, or set data.tokenizer to the one the shards were made with")
+    return build_tokenizer(spec)
 
 
 class MetricsLog:
@@ -118,7 +149,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    tokenizer, train_shards, val_shards = prepare_data(cfg, run_dir)
+    tokenizer, train_sources, val_sources, weights = prepare_data(cfg, run_dir)
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
     t = cfg.train
     built = setup(cfg, model_config)
@@ -140,9 +171,14 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
 
     train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed)
     eval_step = make_eval_step(built.graphdef)
-    loader = WindowLoader(train_shards, model_config.block_size, t.batch_size, seed=t.seed)
-    val_set = eval_batches(val_shards, model_config.block_size, t.batch_size, t.eval_batches, seed=t.seed + 1) \
-        if val_shards else []
+    loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights)
+    if len(train_sources) > 1:
+        for row in loader.describe(t.steps):
+            print(f"data: {row['source']}: weight {row['weight']:.2f}, {row['tokens']:,} tokens, "
+                  f"{row['epochs']:.2f} epochs over {t.steps} steps")
+    source_weight = dict(zip(train_sources, loader.weights))
+    val_sets = {name: eval_batches(shards, model_config.block_size, t.batch_size, t.eval_batches, seed=t.seed + 1)
+                for name, shards in val_sources.items()}
 
     tokens_per_step = t.batch_size * model_config.block_size
     flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
@@ -152,14 +188,21 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     cfg_dict = cfg.to_dict()
 
     def evaluate(step: int) -> dict:
-        if not val_set:
+        """val_loss, and with several sources also val_loss_<source>; val_loss weighs sources as training does."""
+        if not val_sets:
             return {}
         began = time.perf_counter()
-        val_loss = float(np.mean([eval_step(state.params, b) for b in val_set]))
+        losses = {name: float(np.mean([eval_step(state.params, b) for b in batches]))
+                  for name, batches in val_sets.items()}
         progress.exclude(time.perf_counter() - began)
-        log.write(step=step, val_loss=val_loss)
-        print(f"step {step:>6} | val loss {val_loss:.4f}")
-        return {"val_loss": val_loss}
+        total = sum(source_weight.get(n, 0.0) for n in losses) or 1.0
+        result = {"val_loss": sum(source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total}
+        if len(losses) > 1:
+            result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
+        log.write(step=step, **result)
+        per_source = "".join(f" | {name} {loss:.4f}" for name, loss in losses.items()) if len(losses) > 1 else ""
+        print(f"step {step:>6} | val loss {result['val_loss']:.4f}{per_source}")
+        return result
 
     final: dict = {}
     if start == 0 and t.eval_every:
@@ -235,8 +278,10 @@ class Progress:
 # Command line
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.train", description=__doc__.split("\n\n")[0],
+def parse_args(argv: list[str] | None, prog: str = "python -m gptjax.train", doc: str = __doc__
+               ) -> tuple[argparse.Namespace, list[str]]:
+    """--config FILE, --workdir DIR and any number of --config.SECTION.KEY=VALUE (or --config.SECTION.KEY VALUE)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
                                      epilog="Any config key can be set with --config.SECTION.KEY=VALUE.")
     parser.add_argument("--config", help="a config file (.py with get_config(), or .yaml); default: the built-in job")
     parser.add_argument("--workdir", help="run directory (default: runs/<config name>)")

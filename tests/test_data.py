@@ -250,3 +250,57 @@ def test_prepare_splits_gpt2_shakespeare(tmp_path, shakespeare_path, gpt2_dir):
     assert counts == {"train": 301966, "val": 36059}
     shard = open_split(tmp_path / "train")[0]
     assert shard.tokens.dtype == np.uint16 and shard.tokenizer_name == "gpt2"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mixtures
+
+
+def _mixture(tmp_path):
+    sources = {}
+    for name, base, length in (("web", 0, 5000), ("legal", 10_000, 800), ("med", 20_000, 300)):
+        write_shard(tmp_path / name / "00000.ds", [np.arange(base, base + length)], tokenizer_name="t",
+                    vocab_size=50_000)
+        sources[name] = open_split(tmp_path / name)
+    return sources
+
+
+def source_of(windows):
+    return np.select([windows[:, 0] >= 20_000, windows[:, 0] >= 10_000], ["med", "legal"], "web")
+
+
+def test_mixture_delivers_the_configured_weights(tmp_path):
+    weights = {"web": 0.7, "legal": 0.2, "med": 0.1}
+    loader = WindowLoader(_mixture(tmp_path), seq_len=16, batch_size=100, seed=3, weights=weights)
+    drawn = source_of(np.concatenate([loader.batch(s) for s in range(100)]))  # 10,000 sequences
+    for name, weight in weights.items():
+        assert abs(np.mean(drawn == name) - weight) < 0.02
+    # A small source is repeated as often as its weight asks: epochs are reported before training.
+    report = {r["source"]: r for r in loader.describe(steps=100)}
+    assert report["med"]["tokens"] == 300 and report["med"]["epochs"] == pytest.approx(0.1 * 100 * 100 * 16 / 300, abs=1e-3)
+
+
+def test_default_weights_follow_the_number_of_windows(tmp_path):
+    loader = WindowLoader(_mixture(tmp_path), seq_len=16, batch_size=100, seed=3)
+    drawn = source_of(np.concatenate([loader.batch(s) for s in range(50)]))
+    assert abs(np.mean(drawn == "web") - 4985 / (4985 + 785 + 285)) < 0.02
+
+
+def test_processes_read_disjoint_rows_of_the_global_batch(tmp_path):
+    sources = _mixture(tmp_path)
+    whole = WindowLoader(sources, seq_len=8, batch_size=12, seed=9, weights={"web": 1, "legal": 1, "med": 1})
+    parts = [WindowLoader(sources, seq_len=8, batch_size=12, seed=9, weights={"web": 1, "legal": 1, "med": 1},
+                          process_index=p, process_count=3) for p in range(3)]
+    for step in (0, 7):
+        np.testing.assert_array_equal(np.concatenate([p.batch(step) for p in parts]), whole.batch(step))
+    assert parts[1].batch(0).shape == (4, 9)
+
+
+def test_bad_mixtures(tmp_path):
+    sources = _mixture(tmp_path)
+    with pytest.raises(DataError, match="mixture weights name"):
+        WindowLoader(sources, seq_len=8, batch_size=4, seed=0, weights={"web": 1.0})
+    with pytest.raises(DataError, match="non-negative with a positive sum"):
+        WindowLoader(sources, seq_len=8, batch_size=4, seed=0, weights={"web": 0, "legal": 0, "med": 0})
+    with pytest.raises(DataError, match="cannot be split evenly over 3 processes"):
+        WindowLoader(sources, seq_len=8, batch_size=4, seed=0, process_count=3)

@@ -202,3 +202,32 @@ def test_missing_shard_directory_is_a_clear_error(tmp_path):
     from gptjax.data import DataError
     with pytest.raises(DataError, match="train"):
         train(load_config(None, TINY + ["data.source=shards", f"data.shards={tmp_path / 'nowhere'}"]), tmp_path / "r")
+
+
+def test_training_on_a_weighted_mixture(tmp_path, capsys):
+    from gptjax.data import prepare_splits, stdlib_corpus
+    from gptjax.tokenizer import build_tokenizer
+
+    text = stdlib_corpus(max_chars=300_000)
+    tokenizer = build_tokenizer("byte")
+    for name, part in (("code", text[:200_000]), ("prose", text[200_000:])):
+        prepare_splits(part, tokenizer, tmp_path / name, val_fraction=0.1, name=name)
+        tokenizer.save(tmp_path / name / "tokenizer")
+    spec = f"{tmp_path / 'code'}:0.75,{tmp_path / 'prose'}:0.25"
+    overrides = [o for o in TINY if not o.startswith("data.")] + [
+        "data.source=shards", f"data.shards={spec}", "train.steps=10", "train.eval_every=5", "train.sample_tokens=0"]
+    final = train(load_config(None, overrides), tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "data: code: weight 0.75" in out and "data: prose: weight 0.25" in out
+    assert final["val_loss"] == pytest.approx(0.75 * final["val_loss_code"] + 0.25 * final["val_loss_prose"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("a:0.5,b", "give one directory, or a weight for every directory"),
+    ("a:x", "is not DIR or DIR:WEIGHT"),
+    ("x/a:1,y/a:1", "names two sources 'a'"),
+])
+def test_bad_mixture_specs(tmp_path, spec, message):
+    from gptjax.config import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        train(load_config(None, TINY + ["data.source=shards", f"data.shards={spec}"]), tmp_path / "r")

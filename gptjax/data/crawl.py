@@ -1,0 +1,455 @@
+"""A polite crawler whose output feeds the data pipeline: one JSON line per HTML page, optionally a WARC file.
+
+    python -m gptjax.data.crawl --urls urls.txt --out pages.jsonl --warc pages.warc.gz --rate 1
+
+It honours robots.txt (and its Crawl-delay) per host, waits at least 1/rate seconds between requests to one host,
+retries connection errors, timeouts, 5xx and 429 with exponential backoff, and follows redirects itself so that
+loops fail one URL and a page reached twice is fetched once. Every page is written and flushed as soon as it is
+fetched, so an interrupted crawl keeps its pages and a re-run (resume is the default) skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import re
+import sys
+import time
+import urllib.robotparser
+import xml.etree.ElementTree as ET
+from collections import Counter, deque
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from http.client import HTTPException
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.request import HTTPRedirectHandler, Request, build_opener, urlopen
+
+from gptjax.data import DataError
+
+USER_AGENT = "gptjax-crawler/0.1 (+https://github.com/gptjax)"
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_RETRY_AFTER = 60.0  # a server asking for hours would stall the whole (sequential) crawl
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
+_TIMEOUTS = (TimeoutError,)  # socket.timeout is TimeoutError since 3.10
+
+
+def normalize_url(url: str) -> str | None:
+    """Lower-case scheme and host, no fragment, no default port, '/' for an empty path; None when not http(s)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # an unparsable port or IPv6 literal
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    if parts.username:
+        host = f"{parts.netloc.rpartition('@')[0]}@{host}"
+    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+
+
+def read_url_list(path: str | Path) -> list[str]:
+    """URLs from a text file, one a line; blank lines and lines starting with '#' are ignored."""
+    path = Path(path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"URL list {path} does not exist; pass a text file with one URL per line") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read URL list {path} ({e}); pass a UTF-8 text file with one URL per line") from None
+    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
+
+
+def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USER_AGENT, _depth: int = 0) -> list[str]:
+    """Page URLs of a sitemap.xml (a URL or a local file, gzipped or not); a sitemap index is followed."""
+    if _depth > 3:  # index files nest one level in practice; deeper means a cycle
+        raise DataError(f"sitemap {url_or_path} nests sitemap indexes more than 3 deep; pass the page sitemap itself")
+    data = _read_source(url_or_path, timeout, user_agent)
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise DataError(f"sitemap {url_or_path} is not valid XML ({e}); pass a sitemap.xml or a --urls file") from None
+    locs = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "loc"]
+    if _local(root.tag) != "sitemapindex":
+        return [loc for loc in locs if loc]
+    urls = []
+    for loc in filter(None, locs):
+        child = loc if "://" in loc or "://" in url_or_path else str(Path(url_or_path).parent / loc)
+        urls += read_sitemap(urljoin(url_or_path, child) if "://" in url_or_path else child, timeout,
+                             user_agent=user_agent, _depth=_depth + 1)
+    return urls
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]  # '{http://www.sitemaps.org/schemas/sitemap/0.9}loc' -> 'loc'
+
+
+def _read_source(url_or_path: str, timeout: float, user_agent: str) -> bytes:
+    if "://" not in url_or_path:
+        try:
+            return Path(url_or_path).expanduser().read_bytes()
+        except OSError as e:
+            raise DataError(f"cannot read sitemap {url_or_path} ({e.strerror}); pass an existing file or a URL") \
+                from None
+    try:
+        with urlopen(Request(url_or_path, headers={"User-Agent": user_agent}), timeout=timeout) as response:
+            return response.read()
+    except (OSError, ValueError, HTTPException) as e:
+        raise DataError(f"cannot fetch sitemap {url_or_path} ({getattr(e, 'reason', None) or e}); "
+                        f"check the URL or pass a local file") from None
+
+
+class _TextExtractor(HTMLParser):
+    """Visible text: script/style/noscript/template dropped, block elements on their own lines."""
+
+    _SKIP = {"script", "style", "noscript", "template"}
+    _BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer", "h1",
+              "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "title", "hr", "dd", "dt", "main", "nav"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self.skipping = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.skipping += tag in self._SKIP
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self._SKIP and self.skipping:
+            self.skipping -= 1
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def decode_html(body: bytes, header_charset: str | None) -> str:
+    """The charset from the header, else from a meta tag, else UTF-8; undecodable bytes are replaced."""
+    match = _META_CHARSET.search(body[:4096])
+    for charset in (header_charset, match and match.group(1).decode("ascii")):
+        if charset:
+            try:
+                return body.decode(codecs.lookup(charset).name, errors="replace")
+            except LookupError:  # an unknown charset name: try the next source
+                continue
+    return body.decode("utf-8", errors="replace")
+
+
+class _NoRedirects(HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # 3xx surface as HTTPError; the crawler follows them itself
+        return None
+
+
+class _Crawler:
+    def __init__(self, out, warc, rate, timeout, retries, backoff, max_pages, user_agent, max_bytes,
+                 max_redirects, resume):
+        self.out, self.warc_path, self.timeout, self.retries, self.backoff = out, warc, timeout, retries, backoff
+        self.interval, self.max_pages, self.ua, self.max_bytes = 1.0 / rate, max_pages, user_agent, max_bytes
+        self.max_redirects = max_redirects
+        self.opener = build_opener(_NoRedirects())
+        self.robots, self.robots_note, self.delay, self.next_at = {}, {}, {}, {}
+        self.hosts: dict[str, dict] = {}
+        self.done = _resume_urls(out) if resume else set()  # URLs in the output already
+        self.seen: set[str] = set()  # URLs requested (or refused) in this run, redirect hops included
+        self.fetched = 0
+
+    def run(self, urls: list[str]) -> None:
+        pending: dict[str, deque] = {}
+        for raw in urls:
+            url = normalize_url(raw)
+            host = urlsplit(url).netloc if url else "(invalid)"
+            if url is None or url in self.done or url in self.seen:
+                self._count(host, "invalid url" if url is None else
+                            "already in output" if url in self.done else "duplicate")
+                continue
+            self.seen.add(url)
+            pending.setdefault(host, deque()).append(url)
+        self.seen.clear()  # from here on it holds what this run has requested
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.out, "ab") as self.out_file, \
+                (open(self.warc_path, "ab") if self.warc_path else io.BytesIO()) as warc_file:
+            from warcio.warcwriter import WARCWriter
+
+            self.warc = WARCWriter(warc_file, gzip=True) if self.warc_path else None
+            while pending:
+                # Whichever host may be asked soonest goes next, so one slow host does not hold back the others.
+                host = min(pending, key=lambda h: self.next_at.get(h, 0.0))
+                url = pending[host].popleft()
+                if not pending[host]:
+                    del pending[host]
+                if 0 < self.max_pages <= self.fetched:
+                    self._count(host, "max pages")
+                    continue
+                self._count(host, self._crawl_one(url, host))
+
+    def _count(self, host: str, outcome: str) -> None:
+        stats = self.hosts.setdefault(host, {"fetched": 0, "skipped": Counter()})
+        if outcome == "fetched":
+            stats["fetched"] += 1
+        else:
+            stats["skipped"][outcome] += 1
+
+    def _crawl_one(self, requested: str, host: str) -> str:
+        """Fetches one URL, following redirects; returns 'fetched' or the reason it was skipped."""
+        url, chain = requested, [requested]
+        while True:
+            if url in self.seen or (url != requested and url in self.done):
+                return "duplicate"
+            self.seen.add(url)
+            hop_host = urlsplit(url).netloc
+            robots = self._robots(hop_host, url)
+            if robots is None:
+                return "robots unavailable"
+            if not robots.can_fetch(self.ua, url):
+                return "robots"
+            result = self._get(url, hop_host)
+            if isinstance(result, str):
+                return result
+            status, headers, body = result
+            if status in _REDIRECTS and headers.get("Location"):
+                target = normalize_url(urljoin(url, headers["Location"]))
+                if target is None:
+                    return "invalid redirect"
+                if target in chain:
+                    return "redirect loop"
+                if len(chain) > self.max_redirects:
+                    return "too many redirects"
+                url = target
+                chain.append(url)
+                continue
+            if not 200 <= status < 300:
+                return f"http {status}"
+            self._write(requested, url, status, headers, body)
+            return "fetched"
+
+    def _get(self, url: str, host: str):
+        """(status, headers, body) or a skip reason; body is None unless a 2xx HTML page within max_bytes."""
+        failure = "connection error"
+        wait = 0.0
+        for attempt in range(self.retries + 1):
+            self._wait(host, wait)
+            wait = self.backoff * 2 ** attempt
+            try:
+                response = self._open(url)
+            except _TIMEOUTS:
+                failure = "timeout"
+                continue
+            except (URLError, OSError, HTTPException) as e:
+                failure = "timeout" if isinstance(getattr(e, "reason", None), _TIMEOUTS) else "connection error"
+                continue
+            finally:
+                self.next_at[host] = time.monotonic() + self.delay.get(host, self.interval)
+            with response:
+                status, headers = response.status, response.headers
+                if status == 429 or status >= 500:
+                    failure = f"http {status} after retries"
+                    retry_after = headers.get("Retry-After", "").strip()
+                    if retry_after.isdigit():
+                        wait = min(float(retry_after), _MAX_RETRY_AFTER)
+                    continue
+                if not 200 <= status < 300:
+                    return status, headers, None
+                if headers.get_content_type() not in _HTML_TYPES:
+                    return "not html"
+                length = headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > self.max_bytes:
+                    return "too large"  # said so up front: not one byte of the body is read
+                try:
+                    body = response.read(self.max_bytes + 1)
+                except _TIMEOUTS:
+                    failure = "timeout"
+                    continue
+                except (OSError, HTTPException):
+                    failure = "connection error"
+                    continue
+                if len(body) > self.max_bytes:
+                    return "too large"
+                return status, headers, body
+        return failure
+
+    def _open(self, url: str):
+        request = Request(url, headers={"User-Agent": self.ua, "Accept": "text/html,application/xhtml+xml;q=0.9"})
+        try:
+            return self.opener.open(request, timeout=self.timeout)
+        except HTTPError as e:  # a 3xx/4xx/5xx reply is still a reply
+            return e
+
+    def _wait(self, host: str, at_least: float) -> None:
+        # The delay counts from the end of the previous request, so the server sees gaps of at least 1/rate.
+        now = time.monotonic()
+        time.sleep(max(self.next_at.get(host, 0.0) - now, at_least, 0.0))
+
+    def _robots(self, host: str, url: str) -> urllib.robotparser.RobotFileParser | None:
+        """The host's robots.txt, fetched once; None when it failed (5xx, timeout): the host is skipped this run."""
+        if host in self.robots:
+            return self.robots[host]
+        parser = urllib.robotparser.RobotFileParser()
+        robots_url = f"{urlsplit(url).scheme}://{host}/robots.txt"
+        self._wait(host, 0.0)
+        try:
+            with urlopen(Request(robots_url, headers={"User-Agent": self.ua}), timeout=self.timeout) as response:
+                parser.parse(decode_html(response.read(), response.headers.get_content_charset()).splitlines())
+            self.robots_note[host] = "ok"
+        except HTTPError as e:
+            if e.code >= 500 or e.code == 429:
+                parser, self.robots_note[host] = None, f"http {e.code}: host skipped this run"
+            else:  # 404 and the like: no robots.txt, so everything is allowed (401/403 as robotparser reads them)
+                parser.disallow_all, parser.allow_all = e.code in (401, 403), e.code not in (401, 403)
+                self.robots_note[host] = f"http {e.code}: " + ("disallow all" if parser.disallow_all else "allow all")
+        except (URLError, OSError, HTTPException, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            kind = "timeout" if isinstance(reason, _TIMEOUTS) else f"error ({reason})"
+            parser, self.robots_note[host] = None, f"{kind}: host skipped this run"
+        finally:
+            self.next_at[host] = time.monotonic() + self.interval
+        if parser is not None:
+            rate = parser.request_rate(self.ua)
+            asked = max(parser.crawl_delay(self.ua) or 0.0, rate.seconds / rate.requests if rate else 0.0)
+            self.delay[host] = max(self.interval, float(asked))
+            if asked > self.interval:
+                self.robots_note[host] += f", crawl-delay {asked:g} s"
+        self.robots[host] = parser
+        return parser
+
+    def _write(self, requested: str, url: str, status: int, headers, body: bytes) -> None:
+        now = datetime.now(timezone.utc)
+        html = decode_html(body, headers.get_content_charset())
+        record = {"id": hashlib.sha1(url.encode()).hexdigest(), "url": url, "requested_url": requested,
+                  "status": status, "fetched_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "content_type": headers.get("Content-Type", ""), "html": html, "text": html_to_text(html)}
+        # One write of a whole line, flushed: an interrupted crawl loses at most the line being written.
+        self.out_file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.out_file.flush()
+        self.done.add(url)
+        self.fetched += 1
+        if self.warc:
+            self._write_warc(url, status, headers, body, now)
+
+    def _write_warc(self, url, status, headers, body, now) -> None:
+        from warcio.statusandheaders import StatusAndHeaders
+
+        # The body was de-chunked by urllib, so the stored headers must describe the bytes actually stored.
+        kept = [(k, v) for k, v in headers.items() if k.lower() not in ("transfer-encoding", "content-length")]
+        http_headers = StatusAndHeaders(f"{status} OK", kept + [("Content-Length", str(len(body)))],
+                                        protocol="HTTP/1.1")
+        record = self.warc.create_warc_record(
+            url, "response", payload=io.BytesIO(body), http_headers=http_headers,
+            warc_headers_dict={"WARC-Date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                               "WARC-Identified-Payload-Type": headers.get_content_type()})
+        self.warc.write_record(record)
+        self.warc.out.flush()
+
+
+def _resume_urls(out: Path) -> set[str]:
+    """URLs (requested and final) already in `out`; a torn last line from an interrupted run is cut off."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(out, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    urls = set()
+    for line in data.splitlines()[: data.count(b"\n")]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        urls |= {normalize_url(record.get(k) or "") for k in ("url", "requested_url")}
+    return urls - {None}
+
+
+def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float = 1.0, timeout: float = 10,
+          retries: int = 3, backoff: float = 0.5, max_pages: int = 0, user_agent: str = USER_AGENT,
+          max_bytes: int = 10_000_000, max_redirects: int = 5, resume: bool = True) -> dict:
+    """Fetches `urls` into `out` (JSON lines) and `warc`; writes and returns the report (see module docstring)."""
+    if rate <= 0 or timeout <= 0 or retries < 0 or max_bytes <= 0:
+        raise DataError(f"rate={rate}, timeout={timeout}, max_bytes={max_bytes} must be > 0 and retries={retries} "
+                        f">= 0; fix the arguments")
+    out, start = Path(out), time.monotonic()
+    crawler = _Crawler(out, Path(warc) if warc else None, rate, timeout, retries, backoff, max_pages, user_agent,
+                       max_bytes, max_redirects, resume)
+    crawler.run(urls)
+    skipped = sum((h["skipped"] for h in crawler.hosts.values()), Counter())
+    report = {"fetched": crawler.fetched, "skipped": dict(skipped.most_common()), "out": str(out),
+              "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2),
+              "hosts": {host: {"fetched": h["fetched"], "skipped": dict(h["skipped"].most_common()),
+                               "robots": crawler.robots_note.get(host, "not fetched")}
+                        for host, h in crawler.hosts.items()}}
+    report_path(out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def report_path(out: Path) -> Path:
+    return Path(out).with_suffix(".report.json")
+
+
+def render_report(report: dict, max_hosts: int = 15) -> str:
+    def reasons(counts: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+    lines = [f"crawled {report['fetched']} pages, skipped {sum(report['skipped'].values())} URLs in "
+             f"{report['seconds']} s -> {report['out']}" + (f" and {report['warc']}" if report["warc"] else ""),
+             f"skipped: {reasons(report['skipped'])}", ""]
+    hosts = sorted(report["hosts"].items(), key=lambda kv: -kv[1]["fetched"] - sum(kv[1]["skipped"].values()))
+    for host, h in hosts[:max_hosts]:
+        lines.append(f"  {host}: fetched {h['fetched']}, skipped {reasons(h['skipped'])} (robots.txt: {h['robots']})")
+    if len(hosts) > max_hosts:
+        lines.append(f"  ... and {len(hosts) - max_hosts} more hosts in {report_path(Path(report['out']))}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gptjax.data.crawl", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--urls", help="text file with one URL per line ('#' comments allowed)")
+    source.add_argument("--sitemap", help="sitemap.xml URL or file (a sitemap index is followed)")
+    parser.add_argument("--out", required=True, type=Path, help="output JSON lines file")
+    parser.add_argument("--warc", type=Path, help="also write the responses to this .warc.gz")
+    parser.add_argument("--rate", type=float, default=1.0, help="requests per second per host (default 1)")
+    parser.add_argument("--timeout", type=float, default=10, help="seconds per request (default 10)")
+    parser.add_argument("--retries", type=int, default=3, help="retries on errors, 5xx and 429 (default 3)")
+    parser.add_argument("--max-pages", type=int, default=0, help="stop after this many pages (0: no limit)")
+    parser.add_argument("--user-agent", default=USER_AGENT)
+    parser.add_argument("--max-bytes", type=int, default=10_000_000, help="larger pages are skipped")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="skip URLs already in --out (default on)")
+    args = parser.parse_args(argv)
+    try:
+        urls = read_url_list(args.urls) if args.urls else read_sitemap(args.sitemap, args.timeout,
+                                                                       user_agent=args.user_agent)
+        report = crawl(urls, args.out, warc=args.warc, rate=args.rate, timeout=args.timeout, retries=args.retries,
+                       max_pages=args.max_pages, user_agent=args.user_agent, max_bytes=args.max_bytes,
+                       resume=args.resume)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(render_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

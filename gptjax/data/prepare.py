@@ -1,0 +1,390 @@
+"""Prepare training data: sources -> cleaning and quality filters -> deduplication -> tokenizer -> token shards.
+
+    python -m gptjax.data.prepare --config configs/data/legal_web.py --workdir prepared/legal_web
+
+datatrove runs every document stage (its local executor; its logs and completion markers under OUT/logs make a
+re-run skip finished work and an interrupted run resume). The output directory holds, per source NAME:
+
+    OUT/NAME/curated/           documents after normalization and filters (jsonl.gz)
+    OUT/NAME/removed/STAGE/     what each filter removed, for auditing
+    OUT/NAME/deduped/           documents after exact and MinHash deduplication
+    OUT/NAME/train/, val/       token shards (datatrove's .ds format), split by document
+    OUT/NAME/tokenizer/         the tokenizer, so each OUT/NAME is a training source on its own
+    OUT/report.json, report.md  documents and characters per stage, removals by reason, tokens, timings
+
+Train on a weighted mixture of the results with
+    --config.data.source=shards --config.data.shards=OUT/web:0.7,OUT/legal:0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import yaml
+
+from gptjax.config import ConfigError, load_config, to_yaml
+from gptjax.data import DataError
+from gptjax.data.shards import write_shard
+from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, build_tokenizer
+
+SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
+FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+
+
+def source(kind: str, path: str, *, glob: str = "", text_key: str = "text", limit: int = 0,
+           on_bad_utf8: str = "replace", skip: str = "") -> ml_collections.ConfigDict:
+    """One input. kind: jsonl (also .jsonl.gz), text (a file per document), parquet, warc (main text extracted from
+    the HTML with trafilatura), hf (a Hugging Face dataset name, or a local directory in its place). path: a file,
+    a directory, or a hub name; glob: which files of a directory to read (default: all). skip: comma-separated
+    stages not to apply to this source (domain text such as court opinions fails web-text heuristics)."""
+    s = ml_collections.ConfigDict(dict(kind=kind, path=path, glob=glob, text_key=text_key, limit=limit,
+                                       on_bad_utf8=on_bad_utf8, skip=skip))
+    s.lock()
+    return s
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.sources = ml_collections.ConfigDict()  # name -> source(...); config files add their own
+    c.stages = dict(
+        normalize=True,  # NFC Unicode, collapsed spaces, at most one blank line in a row
+        gopher_repetition=True,
+        gopher_quality=True,
+        c4=False,  # C4's line-level rules (terminal punctuation, javascript, policy lines...)
+        fineweb=False,
+        pii=False,  # mask email and public IP addresses
+        exact_dedup=True,
+        minhash_dedup=True,
+        minhash_threshold=0.8,  # Jaccard similarity above which near-duplicates are removed
+        keep_removed=True,  # write what each filter removed under OUT/NAME/removed/
+    )
+    c.tokenizer = dict(
+        name="gpt2",  # as data.tokenizer: 'gpt2' (hub), a tokenizer.json, or a directory with vocab.json+merges.txt
+        train=False,  # train a byte-level BPE on the curated documents instead
+        vocab_size=32768,
+        special_tokens="<|endoftext|>",  # comma-separated; the first one separates documents
+    )
+    c.split = dict(val_fraction=0.01)  # share of documents (chosen by a hash of their id) held out for validation
+    c.executor = dict(tasks=1, workers=1)
+    c.lock()
+    c.sources.unlock()
+    return c
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Everything that can be checked before any work starts: sources exist and are of known kinds."""
+    if not cfg.sources:
+        raise ConfigError("no sources: add some in the config, e.g. c.sources.web = source('jsonl', 'data/web')")
+    for name, s in cfg.sources.items():
+        if s.kind not in SOURCE_KINDS:
+            raise ConfigError(f"sources.{name}.kind={s.kind!r} is not one of: {', '.join(SOURCE_KINDS)}")
+        if s.on_bad_utf8 not in ("replace", "skip"):
+            raise ConfigError(f"sources.{name}.on_bad_utf8={s.on_bad_utf8!r} is not one of: replace, skip")
+        unknown = set(_skipped(s)) - set(FILTERS + ("normalize", "pii", "exact_dedup", "minhash_dedup"))
+        if unknown:
+            raise ConfigError(f"sources.{name}.skip names unknown stages {sorted(unknown)}; stages: normalize, "
+                              f"{', '.join(FILTERS)}, pii, exact_dedup, minhash_dedup")
+        if s.kind != "hf" and not Path(s.path).exists():
+            raise ConfigError(f"sources.{name}.path: {s.path} does not exist (set GPTJAX_DATA_DIR or override "
+                              f"--config.sources.{name}.path=...)")
+    if not 0.0 < cfg.stages.minhash_threshold < 1.0:
+        raise ConfigError(f"stages.minhash_threshold={cfg.stages.minhash_threshold} must be in (0, 1)")
+    if not 0.0 <= cfg.split.val_fraction < 1.0:
+        raise ConfigError(f"split.val_fraction={cfg.split.val_fraction} must be in [0, 1)")
+    if cfg.tokenizer.train and cfg.tokenizer.vocab_size < 257:
+        raise ConfigError(f"tokenizer.vocab_size={cfg.tokenizer.vocab_size} must exceed the 256 byte symbols")
+
+
+def _skipped(s) -> list[str]:
+    return [name.strip() for name in s.skip.split(",") if name.strip()]
+
+
+def load(path: str | None, overrides: list[str]) -> ml_collections.ConfigDict:
+    def base():
+        c = base_config()
+        if path and Path(path).suffix in (".yaml", ".yml"):  # a saved config: recreate its sources to fill in
+            for name in (yaml.safe_load(Path(path).read_text()) or {}).get("sources", {}) or {}:
+                c.sources[name] = source("jsonl", "")
+        return c
+    return load_config(path, overrides, base=base, check=validate)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 1: read, normalize, filter (datatrove)
+
+
+def _reader(s: ml_collections.ConfigDict):
+    from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
+
+    from gptjax.data.readers import SafeJsonlReader
+    from gptjax.data.stages import TextFileReader, WarcFileReader
+
+    path = Path(s.path)
+    folder, glob = (str(path.parent), path.name) if path.is_file() else (s.path, s.glob or None)
+    common = dict(glob_pattern=glob, limit=s.limit or -1, text_key=s.text_key)
+    if s.kind == "jsonl":
+        return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
+    if s.kind == "text":
+        return TextFileReader(folder, **common)
+    if s.kind == "parquet":
+        return ParquetReader(folder, **common)
+    if s.kind == "warc":
+        return WarcFileReader(folder, **common)
+    # hf: a hub name, or a local directory in its place (saved with save_to_disk, or data files)
+    if path.is_dir() and any(path.glob("*.parquet")):
+        return ParquetReader(folder, **common)
+    if path.is_dir() and any(path.glob("*.jsonl*")):
+        return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
+    return HuggingFaceDatasetReader(s.path, dataset_options={"split": "train"}, load_from_disk=path.is_dir(),
+                                    limit=s.limit or -1, text_key=s.text_key)
+
+
+def cleaning_pipeline(cfg, s, out: Path) -> list:
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                            GopherRepetitionFilter)
+    from datatrove.pipeline.formatters import PIIFormatter
+    from datatrove.pipeline.writers import JsonlWriter
+
+    from gptjax.data.stages import Normalize, RegexWordTokenizer
+
+    words = RegexWordTokenizer()
+    st = {name: enabled and name not in _skipped(s) for name, enabled in cfg.stages.items()}
+
+    def removed(stage):
+        return JsonlWriter(str(out / "removed" / stage)) if cfg.stages.keep_removed else None
+
+    steps = [_reader(s)]
+    if s.kind == "warc":
+        steps.append(Trafilatura(favour_precision=True, timeout=5.0))
+    if st["normalize"]:
+        steps.append(Normalize())
+    filters = dict(gopher_repetition=lambda: GopherRepetitionFilter(exclusion_writer=removed("gopher_repetition"),
+                                                                      language=words),
+                   gopher_quality=lambda: GopherQualityFilter(exclusion_writer=removed("gopher_quality"),
+                                                              language=words),
+                   c4=lambda: C4QualityFilter(exclusion_writer=removed("c4"), language=words),
+                   fineweb=lambda: FineWebQualityFilter(exclusion_writer=removed("fineweb"), language=words))
+    steps += [make() for name, make in filters.items() if st[name]]
+    if st["pii"]:
+        steps.append(PIIFormatter())
+    steps.append(JsonlWriter(str(out / "curated")))
+    return steps
+
+
+def run_datatrove(pipeline: list, logging_dir: Path, cfg, depends=None):
+    from datatrove.executor import LocalPipelineExecutor
+
+    executor = LocalPipelineExecutor(pipeline, tasks=cfg.executor.tasks, workers=cfg.executor.workers,
+                                     logging_dir=str(logging_dir), depends=depends)
+    executor.run()
+    return executor
+
+
+def stage_stats(logging_dir: Path) -> list[dict]:
+    """Per pipeline step of a finished datatrove stage: its name and counters (documents in/out, removals...)."""
+    path = logging_dir / "stats.json"
+    if not path.exists():
+        return []
+    rows = []
+    for step in json.loads(path.read_text()):
+        counters = {k: (v.get("total") if isinstance(v, dict) else v) for k, v in step.get("stats", {}).items()}
+        rows.append({"step": step.get("name"), **counters})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stages 3-4: tokenizer and shards
+
+
+def iter_documents(directory: Path):
+    """(id, text) of every document in a directory of jsonl.gz files written by datatrove, in file order."""
+    import gzip
+
+    for path in sorted(directory.glob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    yield str(record.get("id")), record["text"]
+
+
+def train_bpe(cfg, directories: list[Path]) -> Tokenizer:
+    """A byte-level BPE trained with `tokenizers` on the deduplicated documents of every source."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    special = [t.strip() for t in cfg.tokenizer.special_tokens.split(",") if t.strip()]
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=cfg.tokenizer.vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator((text for d in directories for _, text in iter_documents(d)), trainer=trainer)
+    return BPETokenizer(tok, name="bpe")
+
+
+def _unit_hash(doc_id: str) -> float:
+    return int.from_bytes(hashlib.sha1(doc_id.encode()).digest()[:8], "little") / 2**64
+
+
+def validation_ids(doc_ids: list[str], fraction: float) -> set[str]:
+    """Documents held out by a hash of their id: stable across re-runs and independent of document order. A small
+    source still gives at least one validation document (when it has two or more and fraction > 0)."""
+    if fraction <= 0 or len(doc_ids) < 2:
+        return set()
+    held = {i for i in doc_ids if _unit_hash(i) < fraction}
+    return held or {min(doc_ids, key=_unit_hash)}
+
+
+def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fraction: float,
+                       shard_tokens: int = 100_000_000) -> dict:
+    """Tokenizes every document (end-of-text appended when the tokenizer has one) into out/{train,val}/NNNNN.ds."""
+    splits = {"train": [], "val": []}
+    counts = {"train": {"documents": 0, "tokens": 0, "shards": 0}, "val": {"documents": 0, "tokens": 0, "shards": 0}}
+    chars = 0
+    eot = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
+
+    def flush(split):
+        if splits[split]:
+            index = counts[split]["shards"]
+            write_shard(out / split / f"{index:05d}.ds", splits[split], tokenizer_name=tokenizer.name,
+                        vocab_size=tokenizer.vocab_size)
+            counts[split]["shards"] += 1
+            splits[split] = []
+
+    pending = {"train": 0, "val": 0}
+    held_out = validation_ids([doc_id for doc_id, _ in iter_documents(documents)], val_fraction)
+    for doc_id, text in iter_documents(documents):
+        split = "val" if doc_id in held_out else "train"
+        ids = np.concatenate([tokenizer.encode(text), np.asarray(eot, np.int32)])
+        splits[split].append(ids)
+        counts[split]["documents"] += 1
+        counts[split]["tokens"] += len(ids)
+        chars += len(text)
+        pending[split] += len(ids)
+        if pending[split] >= shard_tokens:
+            flush(split)
+            pending[split] = 0
+    for split in splits:
+        flush(split)
+    total = counts["train"]["tokens"] + counts["val"]["tokens"]
+    return {**counts, "characters": chars, "chars_per_token": round(chars / max(total, 1), 3)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole chain
+
+
+def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
+    from gptjax.data.dedup import deduplicate
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    report: dict = {"sources": {}, "timings": {}}
+    documents: dict[str, Path] = {}  # per source: the directory of documents to tokenize
+
+    def timed(label, fn, *args, **kwargs):
+        began = time.perf_counter()
+        result = fn(*args, **kwargs)
+        report["timings"][label] = round(time.perf_counter() - began, 2)
+        return result
+
+    for name, s in cfg.sources.items():
+        logs = out / "logs" / name
+        print(f"[{name}] reading and cleaning {s.path}", flush=True)
+        timed(f"{name}/clean", run_datatrove, cleaning_pipeline(cfg, s, out / name), logs / "clean", cfg)
+        if not any((out / name / "curated").glob("*.jsonl*")):
+            raise DataError(f"source {name!r} ({s.path}) yielded no documents after cleaning; see "
+                            f"{out / name / 'removed'} and {logs / 'clean'}")
+        enabled = {stage: cfg.stages[stage] and stage not in _skipped(s) for stage in ("exact_dedup", "minhash_dedup")}
+        cleaning = stage_stats(logs / "clean")
+        if any(enabled.values()):
+            print(f"[{name}] deduplicating", flush=True)
+            dedup = timed(f"{name}/dedup", deduplicate, out / name / "curated", out / name / "deduped",
+                          logs / "dedup", exact=enabled["exact_dedup"], minhash=enabled["minhash_dedup"],
+                          minhash_threshold=cfg.stages.minhash_threshold, tasks=cfg.executor.tasks,
+                          workers=cfg.executor.workers,
+                          exclusions_dir=out / name / "removed" / "duplicates" if cfg.stages.keep_removed else None)
+            documents[name] = out / name / "deduped"
+        else:
+            kept = cleaning[-1].get("total", 0) if cleaning else 0
+            dedup = {"exact": {"documents_in": kept, "removed": 0, "clusters": 0},
+                     "minhash": {"documents_in": kept, "removed": 0, "clusters": 0}, "documents_out": kept}
+            documents[name] = out / name / "curated"
+        report["sources"][name] = {"path": s.path, "kind": s.kind, "cleaning": cleaning, "dedup": dedup}
+
+    deduped = list(documents.values())
+    if cfg.tokenizer.train:
+        print(f"training a byte-level BPE tokenizer ({cfg.tokenizer.vocab_size} tokens)", flush=True)
+        tokenizer = timed("tokenizer", train_bpe, cfg, deduped)
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer.name)
+    tokenizer.save(out / "tokenizer")
+    report["tokenizer"] = {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size}
+
+    for name in cfg.sources:
+        print(f"[{name}] tokenizing", flush=True)
+        for split in ("train", "val"):
+            for stale in (out / name / split).glob("*.ds*"):
+                stale.unlink()
+        tokens = timed(f"{name}/tokenize", write_token_shards, tokenizer, documents[name], out / name,
+                       cfg.split.val_fraction)
+        tokens["tokens_per_second"] = round((tokens["train"]["tokens"] + tokens["val"]["tokens"])
+                                            / max(report["timings"][f"{name}/tokenize"], 1e-9))
+        tokenizer.save(out / name / "tokenizer")
+        report["sources"][name]["tokens"] = tokens
+
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render_report(report))
+    print(render_report(report))
+    return report
+
+
+def render_report(report: dict) -> str:
+    lines = ["# Data preparation report", "",
+             "| source | documents read | after cleaning | after dedup | exact dups | near dups | train tokens | "
+             "val tokens | chars/token |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["sources"].items():
+        cleaning = r["cleaning"]
+        read = cleaning[0].get("documents", 0) if cleaning else 0
+        kept = cleaning[-1].get("total", 0) if cleaning else 0  # the writer's count
+        dedup, tokens = r["dedup"], r.get("tokens", {})
+        lines.append(f"| {name} | {read:,} | {kept:,} | {dedup['documents_out']:,} | "
+                     f"{dedup['exact']['removed']:,} | {dedup['minhash']['removed']:,} | "
+                     f"{tokens.get('train', {}).get('tokens', 0):,} | {tokens.get('val', {}).get('tokens', 0):,} | "
+                     f"{tokens.get('chars_per_token', 0)} |")
+    lines += ["", "Removed by stage:", ""]
+    for name, r in report["sources"].items():
+        for step in r["cleaning"]:
+            dropped = {k: v for k, v in step.items() if k.startswith(("dropped", "removed")) and v}
+            if dropped:
+                lines.append(f"- {name} / {step['step']}: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
+    lines += ["", "Time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gptjax.train import parse_args
+
+    args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__)
+    try:
+        cfg = load(args.config, overrides)
+        prepare(cfg, args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data"))
+    except (ConfigError, DataError, TokenizerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The data-preparation chain end to end: a generated corpus with planted problems, and the shared corpora."""
+
+import gzip
+import json
+import random
+import time
+
+import pytest
+
+from conftest import REPO, data_path
+from gptjax.config import ConfigError
+from gptjax.data.prepare import base_config, load, prepare, source
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
+         "they you were their one all we can her has there been if more when will would who so no court river "
+         "market garden letter window morning history science village doctor patient judge evidence trial "
+         "contract statute appeal record season harvest engine signal bridge mountain forest ocean island "
+         "teacher student library museum theatre painting music song story novel poem author reader writer "
+         "city street house family friend neighbour council meeting report budget policy plan decision "
+         "question answer reason result effect cause change growth decline value price cost benefit risk").split()
+
+
+def paragraph(rng, n_words):
+    words = [rng.choice(WORDS) for _ in range(n_words)]
+    sentences, i = [], 0
+    while i < len(words):
+        k = rng.randint(8, 16)
+        sentences.append(" ".join(words[i:i + k]).capitalize() + ".")
+        i += k
+    return " ".join(sentences)
+
+
+def planted_corpus(directory, rng):
+    """60 distinct documents, 5 exact copies, 5 near copies, 3 junk, 2 empty, 1 huge, 1 with a bad UTF-8 byte."""
+    docs = [{"id": f"doc{i}", "text": paragraph(rng, rng.randint(150, 250))} for i in range(60)]
+    exact = [{"id": f"exact{i}", "text": docs[i]["text"]} for i in range(5)]
+    near = []
+    for i in range(5, 10):
+        words = docs[i]["text"].split(" ")
+        for j in rng.sample(range(len(words)), 3):
+            words[j] = "altered"
+        near.append({"id": f"near{i}", "text": " ".join(words)})
+    junk = [{"id": f"junk{i}", "text": "\n".join(["Buy now! Best prices online."] * 40)} for i in range(3)]
+    empty = [{"id": "empty0", "text": ""}, {"id": "empty1", "text": "   \n\t "}]
+    huge = [{"id": "huge", "text": paragraph(rng, 120_000)}]
+    lines = [json.dumps(d).encode() for d in docs + exact + near + junk + empty + huge]
+    lines.append(json.dumps({"id": "badutf8", "text": paragraph(rng, 200)}).encode().replace(b"The", b"Th\xffe", 1))
+    directory.mkdir(parents=True)
+    with gzip.open(directory / "part-0.jsonl.gz", "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepare")
+    planted_corpus(root / "raw", random.Random(0))
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(root / "raw"))
+    cfg.tokenizer.train, cfg.tokenizer.vocab_size = True, 400
+    cfg.split.val_fraction = 0.2
+    began = time.perf_counter()
+    report = prepare(cfg, root / "out")
+    return root, cfg, report, time.perf_counter() - began
+
+
+def test_planted_problems_are_removed_and_counted(planted_run):
+    root, _, report, _ = planted_run
+    web = report["sources"]["web"]
+    steps = {row["step"]: row for row in web["cleaning"]}
+    reader = next(row for name, row in steps.items() if "READER" in name)
+    assert reader["bad_utf8_replaced"] == 1 and reader["empty_skipped"] == 1  # "" is dropped on reading...
+    assert next(row for name, row in steps.items() if "Normalize" in name)["removed_empty"] == 1  # ..."  \n" here
+    repetition = next(row for name, row in steps.items() if "Repetition" in name)
+    quality = next(row for name, row in steps.items() if "Quality" in name)
+    assert repetition["dropped"] + quality["dropped"] == 4  # the 3 junk pages and the huge document
+    assert web["dedup"]["exact"]["removed"] == 5 and web["dedup"]["minhash"]["removed"] == 5
+    tokens = web["tokens"]
+    assert tokens["train"]["documents"] + tokens["val"]["documents"] == 61  # 60 distinct + the repaired record
+    assert 0 < tokens["val"]["documents"] < 25
+    assert (root / "out" / "web" / "removed" / "gopher_repetition").is_dir()
+    assert json.loads((root / "out" / "report.json").read_text())["sources"]["web"]["dedup"]["documents_out"] == 61
+    assert "| web |" in (root / "out" / "report.md").read_text()
+
+
+def test_the_output_trains_as_a_shard_source(planted_run, tmp_path):
+    from gptjax.config import load_config
+    from gptjax.train import train
+
+    root, _, _, _ = planted_run
+    cfg = load_config(None, ["data.source=shards", f"data.shards={root / 'out' / 'web'}", "model.num_layers=1",
+                             "model.d_model=32", "model.num_heads=2", "model.block_size=32", "train.steps=3",
+                             "train.batch_size=4", "train.eval_batches=1", "train.sample_tokens=0",
+                             "optim.warmup_steps=1"])
+    final = train(cfg, tmp_path / "run")
+    assert final["val_loss"] > 0
+
+
+def test_trained_tokenizer_round_trips(planted_run):
+    from gptjax.tokenizer import load_tokenizer
+
+    root, _, report, _ = planted_run
+    tokenizer = load_tokenizer(root / "out" / "tokenizer")
+    assert tokenizer.vocab_size == 400 and report["sources"]["web"]["tokens"]["chars_per_token"] > 1.5
+    for name in ("address.txt", "german.txt", "tinystories_sample.txt"):
+        text = data_path("tokenizer_test_inputs", name).read_text()
+        assert tokenizer.decode(tokenizer.encode(text).tolist()) == text
+
+
+def test_rerun_skips_finished_stages(planted_run):
+    root, cfg, report, first = planted_run
+    began = time.perf_counter()
+    again = prepare(cfg, root / "out")
+    assert again["sources"]["web"]["dedup"] == report["sources"]["web"]["dedup"]
+    assert again["sources"]["web"]["tokens"]["train"] == report["sources"]["web"]["tokens"]["train"]
+    assert time.perf_counter() - began < first
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sources.web.path=/nonexistent/corpus", "sources.web.path: /nonexistent/corpus does not exist"),
+    ("sources.web.kind=csv", "sources.web.kind='csv' is not one of: jsonl, text, parquet, warc, hf"),
+    ("sources.news.path=x", "unknown key sources.news"),
+])
+def test_bad_sources_fail_before_any_work(tmp_path, override, message):
+    (tmp_path / "cfg.py").write_text(
+        "from gptjax.data.prepare import base_config, source\n"
+        f"def get_config():\n    c = base_config()\n    c.sources.web = source('jsonl', {str(tmp_path)!r})\n"
+        "    return c\n")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(str(tmp_path / "cfg.py"), [override])
+
+
+def test_shipped_legal_web_mixture(tmp_path, monkeypatch):
+    corpora = data_path("corpora")
+    monkeypatch.setenv("GPTJAX_DATA_DIR", str(corpora.parent))
+    cfg = load(str(REPO / "configs/data/legal_web.py"), [])
+    report = prepare(cfg, tmp_path / "legal_web")
+    for name in ("web", "web_warc", "legal"):
+        tokens = report["sources"][name]["tokens"]
+        assert tokens["train"]["tokens"] > 0, name
+    assert report["sources"]["web"]["dedup"]["exact"]["removed"] > 0  # the crawl sample repeats pages
+    assert (tmp_path / "legal_web" / "report.json").exists()
+
+
+def test_parquet_text_and_local_hf_dataset_sources(tmp_path):
+    import datasets
+
+    rng = random.Random(1)
+    texts = [paragraph(rng, 120) for _ in range(12)]
+    ds = datasets.Dataset.from_dict({"id": [f"d{i}" for i in range(12)], "text": texts})
+    ds.save_to_disk(str(tmp_path / "saved"))  # what load_dataset(...).save_to_disk writes; stands in for a hub name
+    ds.to_parquet(str(tmp_path / "pq" / "part-0.parquet"))
+    (tmp_path / "txt").mkdir()
+    for i, text in enumerate(texts[:5]):
+        (tmp_path / "txt" / f"{i}.txt").write_text(text)
+    cfg = base_config()
+    cfg.sources.hub = source("hf", str(tmp_path / "saved"))
+    cfg.sources.pq = source("parquet", str(tmp_path / "pq"))
+    cfg.sources.txt = source("text", str(tmp_path / "txt"))
+    cfg.tokenizer.name = "byte"
+    report = prepare(cfg, tmp_path / "out")
+    assert {name: r["dedup"]["documents_out"] for name, r in report["sources"].items()} == \
+        {"hub": 12, "pq": 12, "txt": 5}
