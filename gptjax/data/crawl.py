@@ -21,10 +21,10 @@ import sys
 import time
 import urllib.robotparser
 import xml.etree.ElementTree as ET
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from datetime import datetime, timezone
 from html.parser import HTMLParser
-from http.client import HTTPException
+from http.client import HTTPException, responses
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -38,7 +38,6 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_RETRY_AFTER = 60.0  # a server asking for hours would stall the whole (sequential) crawl
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
-_TIMEOUTS = (TimeoutError,)  # socket.timeout is TimeoutError since 3.10
 
 
 def normalize_url(url: str) -> str | None:
@@ -73,7 +72,7 @@ def read_url_list(path: str | Path) -> list[str]:
 
 def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USER_AGENT, _depth: int = 0) -> list[str]:
     """Page URLs of a sitemap.xml (a URL or a local file, gzipped or not); a sitemap index is followed."""
-    if _depth > 3:  # index files nest one level in practice; deeper means a cycle
+    if _depth > 3:  # index files nest one level in practice; deeper is a cycle
         raise DataError(f"sitemap {url_or_path} nests sitemap indexes more than 3 deep; pass the page sitemap itself")
     data = _read_source(url_or_path, timeout, user_agent)
     if data[:2] == b"\x1f\x8b":
@@ -86,10 +85,10 @@ def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USE
     if _local(root.tag) != "sitemapindex":
         return [loc for loc in locs if loc]
     urls = []
-    for loc in filter(None, locs):
-        child = loc if "://" in loc or "://" in url_or_path else str(Path(url_or_path).parent / loc)
-        urls += read_sitemap(urljoin(url_or_path, child) if "://" in url_or_path else child, timeout,
-                             user_agent=user_agent, _depth=_depth + 1)
+    for loc in filter(None, locs):  # a local index may name its sitemaps relative to itself
+        child = urljoin(url_or_path, loc) if "://" in url_or_path or "://" in loc else \
+            str(Path(url_or_path).parent / loc)
+        urls += read_sitemap(child, timeout, user_agent=user_agent, _depth=_depth + 1)
     return urls
 
 
@@ -98,18 +97,15 @@ def _local(tag: str) -> str:
 
 
 def _read_source(url_or_path: str, timeout: float, user_agent: str) -> bytes:
-    if "://" not in url_or_path:
-        try:
-            return Path(url_or_path).expanduser().read_bytes()
-        except OSError as e:
-            raise DataError(f"cannot read sitemap {url_or_path} ({e.strerror}); pass an existing file or a URL") \
-                from None
     try:
+        if "://" not in url_or_path:
+            return Path(url_or_path).expanduser().read_bytes()
         with urlopen(Request(url_or_path, headers={"User-Agent": user_agent}), timeout=timeout) as response:
             return response.read()
-    except (OSError, ValueError, HTTPException) as e:
-        raise DataError(f"cannot fetch sitemap {url_or_path} ({getattr(e, 'reason', None) or e}); "
-                        f"check the URL or pass a local file") from None
+    except (OSError, ValueError, HTTPException) as e:  # URLError and HTTPError are OSErrors
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        raise DataError(f"cannot read sitemap {url_or_path} ({reason}); pass an existing sitemap file or URL") \
+            from None
 
 
 class _TextExtractor(HTMLParser):
@@ -125,18 +121,15 @@ class _TextExtractor(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         self.skipping += tag in self._SKIP
-        if tag in self._BLOCK:
-            self.parts.append("\n")
+        self.parts.append("\n" if tag in self._BLOCK else "")
 
     def handle_endtag(self, tag):
-        if tag in self._SKIP and self.skipping:
-            self.skipping -= 1
-        if tag in self._BLOCK:
-            self.parts.append("\n")
+        self.skipping -= tag in self._SKIP and self.skipping > 0
+        self.parts.append("\n" if tag in self._BLOCK else "")
 
     def handle_data(self, data):
-        if not self.skipping:
-            self.parts.append(data)
+        if not self.skipping:  # a newline in the source is just a space; only block elements break lines
+            self.parts.append(" ".join(data.split()) if data.strip() else " ")
 
 
 def html_to_text(html: str) -> str:
@@ -172,7 +165,7 @@ class _Crawler:
         self.max_redirects = max_redirects
         self.opener = build_opener(_NoRedirects())
         self.robots, self.robots_note, self.delay, self.next_at = {}, {}, {}, {}
-        self.hosts: dict[str, dict] = {}
+        self.hosts: dict[str, Counter] = defaultdict(Counter)  # host -> {'fetched' or skip reason: count}
         self.done = _resume_urls(out) if resume else set()  # URLs in the output already
         self.seen: set[str] = set()  # URLs requested (or refused) in this run, redirect hops included
         self.fetched = 0
@@ -183,13 +176,14 @@ class _Crawler:
             url = normalize_url(raw)
             host = urlsplit(url).netloc if url else "(invalid)"
             if url is None or url in self.done or url in self.seen:
-                self._count(host, "invalid url" if url is None else
-                            "already in output" if url in self.done else "duplicate")
+                self.hosts[host]["invalid url" if url is None else
+                                 "already in output" if url in self.done else "duplicate"] += 1
                 continue
             self.seen.add(url)
             pending.setdefault(host, deque()).append(url)
         self.seen.clear()  # from here on it holds what this run has requested
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        for path in filter(None, (self.out, self.warc_path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out, "ab") as self.out_file, \
                 (open(self.warc_path, "ab") if self.warc_path else io.BytesIO()) as warc_file:
             from warcio.warcwriter import WARCWriter
@@ -201,32 +195,22 @@ class _Crawler:
                 url = pending[host].popleft()
                 if not pending[host]:
                     del pending[host]
-                if 0 < self.max_pages <= self.fetched:
-                    self._count(host, "max pages")
-                    continue
-                self._count(host, self._crawl_one(url, host))
+                self.hosts[host]["max pages" if 0 < self.max_pages <= self.fetched else self._crawl_one(url)] += 1
 
-    def _count(self, host: str, outcome: str) -> None:
-        stats = self.hosts.setdefault(host, {"fetched": 0, "skipped": Counter()})
-        if outcome == "fetched":
-            stats["fetched"] += 1
-        else:
-            stats["skipped"][outcome] += 1
-
-    def _crawl_one(self, requested: str, host: str) -> str:
+    def _crawl_one(self, requested: str) -> str:
         """Fetches one URL, following redirects; returns 'fetched' or the reason it was skipped."""
         url, chain = requested, [requested]
         while True:
             if url in self.seen or (url != requested and url in self.done):
                 return "duplicate"
             self.seen.add(url)
-            hop_host = urlsplit(url).netloc
-            robots = self._robots(hop_host, url)
+            host = urlsplit(url).netloc
+            robots = self._robots(host, url)
             if robots is None:
                 return "robots unavailable"
             if not robots.can_fetch(self.ua, url):
                 return "robots"
-            result = self._get(url, hop_host)
+            result = self._get(url, host)
             if isinstance(result, str):
                 return result
             status, headers, body = result
@@ -248,55 +232,46 @@ class _Crawler:
 
     def _get(self, url: str, host: str):
         """(status, headers, body) or a skip reason; body is None unless a 2xx HTML page within max_bytes."""
-        failure = "connection error"
-        wait = 0.0
+        failure, wait = "connection error", 0.0
         for attempt in range(self.retries + 1):
             self._wait(host, wait)
             wait = self.backoff * 2 ** attempt
             try:
-                response = self._open(url)
-            except _TIMEOUTS:
+                result = self._attempt(url)
+            except TimeoutError:  # socket.timeout is TimeoutError since 3.10
                 failure = "timeout"
                 continue
-            except (URLError, OSError, HTTPException) as e:
-                failure = "timeout" if isinstance(getattr(e, "reason", None), _TIMEOUTS) else "connection error"
+            except (URLError, OSError, HTTPException) as e:  # URLError wraps a connect timeout
+                failure = "timeout" if isinstance(getattr(e, "reason", None), TimeoutError) else "connection error"
                 continue
             finally:
                 self.next_at[host] = time.monotonic() + self.delay.get(host, self.interval)
-            with response:
-                status, headers = response.status, response.headers
-                if status == 429 or status >= 500:
-                    failure = f"http {status} after retries"
-                    retry_after = headers.get("Retry-After", "").strip()
-                    if retry_after.isdigit():
-                        wait = min(float(retry_after), _MAX_RETRY_AFTER)
-                    continue
-                if not 200 <= status < 300:
-                    return status, headers, None
-                if headers.get_content_type() not in _HTML_TYPES:
-                    return "not html"
-                length = headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > self.max_bytes:
-                    return "too large"  # said so up front: not one byte of the body is read
-                try:
-                    body = response.read(self.max_bytes + 1)
-                except _TIMEOUTS:
-                    failure = "timeout"
-                    continue
-                except (OSError, HTTPException):
-                    failure = "connection error"
-                    continue
-                if len(body) > self.max_bytes:
-                    return "too large"
-                return status, headers, body
+            if isinstance(result, tuple) and (result[0] == 429 or result[0] >= 500):
+                failure = f"http {result[0]} after retries"
+                retry_after = result[1].get("Retry-After", "").strip()
+                if retry_after.isdigit():
+                    wait = min(float(retry_after), _MAX_RETRY_AFTER)
+                continue
+            return result
         return failure
 
-    def _open(self, url: str):
+    def _attempt(self, url: str):
         request = Request(url, headers={"User-Agent": self.ua, "Accept": "text/html,application/xhtml+xml;q=0.9"})
         try:
-            return self.opener.open(request, timeout=self.timeout)
+            response = self.opener.open(request, timeout=self.timeout)
         except HTTPError as e:  # a 3xx/4xx/5xx reply is still a reply
-            return e
+            response = e
+        with response:
+            status, headers = response.status, response.headers
+            if not 200 <= status < 300:
+                return status, headers, None
+            if headers.get_content_type() not in _HTML_TYPES:
+                return "not html"
+            length = headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > self.max_bytes:
+                return "too large"  # said so up front: not one byte of the body is read
+            body = response.read(self.max_bytes + 1)
+            return "too large" if len(body) > self.max_bytes else (status, headers, body)
 
     def _wait(self, host: str, at_least: float) -> None:
         # The delay counts from the end of the previous request, so the server sees gaps of at least 1/rate.
@@ -312,7 +287,7 @@ class _Crawler:
         self._wait(host, 0.0)
         try:
             with urlopen(Request(robots_url, headers={"User-Agent": self.ua}), timeout=self.timeout) as response:
-                parser.parse(decode_html(response.read(), response.headers.get_content_charset()).splitlines())
+                parser.parse(response.read(self.max_bytes).decode("utf-8", errors="replace").splitlines())
             self.robots_note[host] = "ok"
         except HTTPError as e:
             if e.code >= 500 or e.code == 429:
@@ -322,16 +297,14 @@ class _Crawler:
                 self.robots_note[host] = f"http {e.code}: " + ("disallow all" if parser.disallow_all else "allow all")
         except (URLError, OSError, HTTPException, ValueError) as e:
             reason = getattr(e, "reason", None) or e
-            kind = "timeout" if isinstance(reason, _TIMEOUTS) else f"error ({reason})"
+            kind = "timeout" if isinstance(reason, TimeoutError) else f"error ({reason})"
             parser, self.robots_note[host] = None, f"{kind}: host skipped this run"
-        finally:
-            self.next_at[host] = time.monotonic() + self.interval
-        if parser is not None:
-            rate = parser.request_rate(self.ua)
-            asked = max(parser.crawl_delay(self.ua) or 0.0, rate.seconds / rate.requests if rate else 0.0)
-            self.delay[host] = max(self.interval, float(asked))
-            if asked > self.interval:
-                self.robots_note[host] += f", crawl-delay {asked:g} s"
+        rate = parser and parser.request_rate(self.ua)
+        asked = float(max(parser and parser.crawl_delay(self.ua) or 0, rate.seconds / rate.requests if rate else 0))
+        if asked > self.interval:
+            self.robots_note[host] += f", crawl-delay {asked:g} s"
+        self.delay[host] = max(self.interval, asked)
+        self.next_at[host] = time.monotonic() + self.delay[host]
         self.robots[host] = parser
         return parser
 
@@ -354,8 +327,8 @@ class _Crawler:
 
         # The body was de-chunked by urllib, so the stored headers must describe the bytes actually stored.
         kept = [(k, v) for k, v in headers.items() if k.lower() not in ("transfer-encoding", "content-length")]
-        http_headers = StatusAndHeaders(f"{status} OK", kept + [("Content-Length", str(len(body)))],
-                                        protocol="HTTP/1.1")
+        http_headers = StatusAndHeaders(f"{status} {responses.get(status, 'OK')}",
+                                        kept + [("Content-Length", str(len(body)))], protocol="HTTP/1.1")
         record = self.warc.create_warc_record(
             url, "response", payload=io.BytesIO(body), http_headers=http_headers,
             warc_headers_dict={"WARC-Date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -366,19 +339,20 @@ class _Crawler:
 
 def _resume_urls(out: Path) -> set[str]:
     """URLs (requested and final) already in `out`; a torn last line from an interrupted run is cut off."""
+    urls, complete = set(), 0
     if not out.exists():
-        return set()
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(out, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    urls = set()
-    for line in data.splitlines()[: data.count(b"\n")]:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        urls |= {normalize_url(record.get(k) or "") for k in ("url", "requested_url")}
+        return urls
+    with open(out, "r+b") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                f.truncate(complete)  # else the next record would be appended to the torn one
+                break
+            complete += len(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            urls |= {normalize_url(record.get(k) or "") for k in ("url", "requested_url")}
     return urls - {None}
 
 
@@ -392,13 +366,16 @@ def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float =
     out, start = Path(out), time.monotonic()
     crawler = _Crawler(out, Path(warc) if warc else None, rate, timeout, retries, backoff, max_pages, user_agent,
                        max_bytes, max_redirects, resume)
-    crawler.run(urls)
-    skipped = sum((h["skipped"] for h in crawler.hosts.values()), Counter())
+    try:
+        crawler.run(urls)
+    except OSError as e:  # network errors are handled per URL; this is the output side
+        raise DataError(f"cannot write {e.filename or out} ({e.strerror}); check the --out/--warc paths and free "
+                        f"space") from None
+    hosts = {host: {"fetched": c.pop("fetched", 0), "skipped": dict(c.most_common()),
+                    "robots": crawler.robots_note.get(host, "not fetched")} for host, c in crawler.hosts.items()}
+    skipped = sum((Counter(h["skipped"]) for h in hosts.values()), Counter())
     report = {"fetched": crawler.fetched, "skipped": dict(skipped.most_common()), "out": str(out),
-              "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2),
-              "hosts": {host: {"fetched": h["fetched"], "skipped": dict(h["skipped"].most_common()),
-                               "robots": crawler.robots_note.get(host, "not fetched")}
-                        for host, h in crawler.hosts.items()}}
+              "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2), "hosts": hosts}
     report_path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -447,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; the pages fetched so far are in {args.out}, run again to resume", file=sys.stderr)
+        return 130
     print(render_report(report))
     return 0
 
