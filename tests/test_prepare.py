@@ -160,3 +160,41 @@ def test_parquet_text_and_local_hf_dataset_sources(tmp_path):
     report = prepare(cfg, tmp_path / "out")
     assert {name: r["dedup"]["documents_out"] for name, r in report["sources"].items()} == \
         {"hub": 12, "pq": 12, "txt": 5}
+
+
+def test_executor_kinds(tmp_path):
+    from gptjax.data.prepare import make_executor
+
+    cfg = base_config()
+    cfg.executor.kind, cfg.executor.partition, cfg.executor.tasks = "slurm", "batch", 4
+    executor = make_executor([], tmp_path / "logs", cfg)  # built, not submitted
+    assert type(executor).__name__ == "SlurmPipelineExecutor" and executor.tasks == 4
+    cfg.executor.partition = ""
+    cfg.sources.web = source("jsonl", str(tmp_path))
+    with pytest.raises(ConfigError, match="needs executor.partition"):
+        from gptjax.data.prepare import validate
+        validate(cfg)
+    cfg.executor.kind = "ray"
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="executor.kind='ray' needs ray"):
+            make_executor([], tmp_path / "logs", cfg)
+
+
+def test_language_identification_works_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rng = random.Random(2)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    german = ("Der Hof entschied, dass der Vertrag nichtig war, weil die Parteien sich über den Preis nicht "
+              "geeinigt hatten und die Berufung deshalb ohne Erfolg blieb. ") * 8
+    docs = [{"id": f"en{i}", "text": paragraph(rng, 150)} for i in range(6)] + [{"id": "de", "text": german}]
+    (raw / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(raw))
+    cfg.stages.languages, cfg.stages.gopher_quality, cfg.stages.gopher_repetition = "en", False, False
+    cfg.tokenizer.name = "byte"
+    report = prepare(cfg, tmp_path / "out")
+    language = next(row for row in report["sources"]["web"]["cleaning"] if "Language" in row["step"])
+    assert language["dropped_language_de"] == 1 and language["forwarded"] == 6

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import sys
 import time
@@ -36,16 +37,18 @@ from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, build_toke
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
 FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+SKIPPABLE = ("normalize", "languages", *FILTERS, "pii", "exact_dedup", "minhash_dedup")
 
 
 def source(kind: str, path: str, *, glob: str = "", text_key: str = "text", limit: int = 0,
-           on_bad_utf8: str = "replace", skip: str = "") -> ml_collections.ConfigDict:
+           on_bad_utf8: str = "replace", skip: str = "", streaming: bool = False) -> ml_collections.ConfigDict:
     """One input. kind: jsonl (also .jsonl.gz), text (a file per document), parquet, warc (main text extracted from
     the HTML with trafilatura), hf (a Hugging Face dataset name, or a local directory in its place). path: a file,
     a directory, or a hub name; glob: which files of a directory to read (default: all). skip: comma-separated
-    stages not to apply to this source (domain text such as court opinions fails web-text heuristics)."""
+    stages not to apply to this source (domain text such as court opinions fails web-text heuristics).
+    streaming: for hub datasets, read as a stream instead of downloading the whole dataset first."""
     s = ml_collections.ConfigDict(dict(kind=kind, path=path, glob=glob, text_key=text_key, limit=limit,
-                                       on_bad_utf8=on_bad_utf8, skip=skip))
+                                       on_bad_utf8=on_bad_utf8, skip=skip, streaming=streaming))
     s.lock()
     return s
 
@@ -59,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
         gopher_quality=True,
         c4=False,  # C4's line-level rules (terminal punctuation, javascript, policy lines...)
         fineweb=False,
+        languages="",  # comma-separated ISO codes to keep (e.g. "en"), by offline fastText language ID; "": all
+        language_min_score=0.65,
         pii=False,  # mask email and public IP addresses
         exact_dedup=True,
         minhash_dedup=True,
@@ -72,7 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
         special_tokens="<|endoftext|>",  # comma-separated; the first one separates documents
     )
     c.split = dict(val_fraction=0.01)  # share of documents (chosen by a hash of their id) held out for validation
-    c.executor = dict(tasks=1, workers=1)
+    # local: this machine (datatrove's LocalPipelineExecutor); slurm / ray: datatrove's executors for a cluster,
+    # configured by the keys below (datatrove's own arguments of the same names).
+    c.executor = dict(kind="local", tasks=1, workers=1, partition="", time="24:00:00", cpus_per_task=1,
+                      mem_per_cpu_gb=2)
     c.lock()
     c.sources.unlock()
     return c
@@ -87,13 +95,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"sources.{name}.kind={s.kind!r} is not one of: {', '.join(SOURCE_KINDS)}")
         if s.on_bad_utf8 not in ("replace", "skip"):
             raise ConfigError(f"sources.{name}.on_bad_utf8={s.on_bad_utf8!r} is not one of: replace, skip")
-        unknown = set(_skipped(s)) - set(FILTERS + ("normalize", "pii", "exact_dedup", "minhash_dedup"))
+        unknown = set(_skipped(s)) - set(SKIPPABLE)
         if unknown:
-            raise ConfigError(f"sources.{name}.skip names unknown stages {sorted(unknown)}; stages: normalize, "
-                              f"{', '.join(FILTERS)}, pii, exact_dedup, minhash_dedup")
+            raise ConfigError(f"sources.{name}.skip names unknown stages {sorted(unknown)}; stages: "
+                              f"{', '.join(SKIPPABLE)}")
         if s.kind != "hf" and not Path(s.path).exists():
             raise ConfigError(f"sources.{name}.path: {s.path} does not exist (set GPTJAX_DATA_DIR or override "
                               f"--config.sources.{name}.path=...)")
+    if cfg.executor.kind not in ("local", "slurm", "ray"):
+        raise ConfigError(f"executor.kind={cfg.executor.kind!r} is not one of: local, slurm, ray")
+    if cfg.executor.kind == "slurm" and not cfg.executor.partition:
+        raise ConfigError("executor.kind='slurm' needs executor.partition (the Slurm partition to submit to)")
     if not 0.0 < cfg.stages.minhash_threshold < 1.0:
         raise ConfigError(f"stages.minhash_threshold={cfg.stages.minhash_threshold} must be in (0, 1)")
     if not 0.0 <= cfg.split.val_fraction < 1.0:
@@ -128,7 +140,8 @@ def _reader(s: ml_collections.ConfigDict):
 
     path = Path(s.path)
     folder, glob = (str(path.parent), path.name) if path.is_file() else (s.path, s.glob or None)
-    common = dict(glob_pattern=glob, limit=s.limit or -1, text_key=s.text_key)
+    # A progress bar per file where someone is watching; plain logs otherwise.
+    common = dict(glob_pattern=glob, limit=s.limit or -1, text_key=s.text_key, doc_progress=sys.stderr.isatty())
     if s.kind == "jsonl":
         return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
     if s.kind == "text":
@@ -143,7 +156,8 @@ def _reader(s: ml_collections.ConfigDict):
     if path.is_dir() and any(path.glob("*.jsonl*")):
         return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
     return HuggingFaceDatasetReader(s.path, dataset_options={"split": "train"}, load_from_disk=path.is_dir(),
-                                    limit=s.limit or -1, text_key=s.text_key)
+                                    streaming=s.streaming and not path.is_dir(), limit=s.limit or -1,
+                                    text_key=s.text_key, doc_progress=sys.stderr.isatty())
 
 
 def cleaning_pipeline(cfg, s, out: Path) -> list:
@@ -153,10 +167,10 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.writers import JsonlWriter
 
-    from gptjax.data.stages import Normalize, RegexWordTokenizer
+    from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer
 
     words = RegexWordTokenizer()
-    st = {name: enabled and name not in _skipped(s) for name, enabled in cfg.stages.items()}
+    st = {name: value if name not in _skipped(s) else type(value)() for name, value in cfg.stages.items()}
 
     def removed(stage):
         return JsonlWriter(str(out / "removed" / stage)) if cfg.stages.keep_removed else None
@@ -172,6 +186,9 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
                                                               language=words),
                    c4=lambda: C4QualityFilter(exclusion_writer=removed("c4"), language=words),
                    fineweb=lambda: FineWebQualityFilter(exclusion_writer=removed("fineweb"), language=words))
+    if st["languages"]:  # first: the quality heuristics are for the kept languages
+        steps.append(LanguageFilter([code.strip() for code in st["languages"].split(",") if code.strip()],
+                                    cfg.stages.language_min_score, exclusion_writer=removed("language")))
     steps += [make() for name, make in filters.items() if st[name]]
     if st["pii"]:
         steps.append(PIIFormatter())
@@ -179,13 +196,32 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
     return steps
 
 
-def run_datatrove(pipeline: list, logging_dir: Path, cfg, depends=None):
+def make_executor(pipeline: list, logging_dir: Path, cfg, name: str = "gptjax"):
+    """datatrove's executor of the configured kind. Slurm submits jobs and returns; ray needs `pip install ray`."""
+    e = cfg.executor
+    if e.kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        return SlurmPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir),
+                                     partition=e.partition, time=e.time, cpus_per_task=e.cpus_per_task,
+                                     mem_per_cpu_gb=e.mem_per_cpu_gb, job_name=name)
+    if e.kind == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("executor.kind='ray' needs ray, which is not installed: `pip install ray`, "
+                              "or use executor.kind='local'")
+        from datatrove.executor import RayPipelineExecutor
+
+        return RayPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir),
+                                   cpus_per_task=e.cpus_per_task, mem_per_cpu_gb=e.mem_per_cpu_gb)
     from datatrove.executor import LocalPipelineExecutor
 
-    executor = LocalPipelineExecutor(pipeline, tasks=cfg.executor.tasks, workers=cfg.executor.workers,
-                                     logging_dir=str(logging_dir), depends=depends)
-    executor.run()
-    return executor
+    return LocalPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir))
+
+
+def run_datatrove(pipeline: list, logging_dir: Path, cfg) -> bool:
+    """Runs a stage; False when it was submitted to Slurm and has not finished yet."""
+    make_executor(pipeline, logging_dir, cfg).run()
+    return len(list((logging_dir / "completions").glob("*"))) >= cfg.executor.tasks
 
 
 def stage_stats(logging_dir: Path) -> list[dict]:
@@ -292,6 +328,7 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
     (out / "config.yaml").write_text(to_yaml(cfg))
     report: dict = {"sources": {}, "timings": {}}
     documents: dict[str, Path] = {}  # per source: the directory of documents to tokenize
+    pending: list[str] = []  # sources whose cleaning jobs are still queued or running (Slurm)
 
     def timed(label, fn, *args, **kwargs):
         began = time.perf_counter()
@@ -302,7 +339,9 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
     for name, s in cfg.sources.items():
         logs = out / "logs" / name
         print(f"[{name}] reading and cleaning {s.path}", flush=True)
-        timed(f"{name}/clean", run_datatrove, cleaning_pipeline(cfg, s, out / name), logs / "clean", cfg)
+        if not timed(f"{name}/clean", run_datatrove, cleaning_pipeline(cfg, s, out / name), logs / "clean", cfg):
+            pending.append(name)
+            continue
         if not any((out / name / "curated").glob("*.jsonl*")):
             raise DataError(f"source {name!r} ({s.path}) yielded no documents after cleaning; see "
                             f"{out / name / 'removed'} and {logs / 'clean'}")
@@ -323,6 +362,10 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
             documents[name] = out / name / "curated"
         report["sources"][name] = {"path": s.path, "kind": s.kind, "cleaning": cleaning, "dedup": dedup}
 
+    if pending:  # Slurm runs the cleaning jobs; datatrove's completion markers let a re-run pick up from here
+        print(f"cleaning of {', '.join(pending)} submitted to Slurm (logs: {out / 'logs'}); run the same command "
+              "again when the jobs finish: finished stages are skipped", flush=True)
+        return {**report, "pending": pending}
     deduped = list(documents.values())
     if cfg.tokenizer.train:
         print(f"training a byte-level BPE tokenizer ({cfg.tokenizer.vocab_size} tokens)", flush=True)

