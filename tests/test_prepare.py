@@ -133,12 +133,25 @@ def test_shipped_legal_web_mixture(tmp_path, monkeypatch):
     corpora = data_path("corpora")
     monkeypatch.setenv("GPTJAX_DATA_DIR", str(corpora.parent))
     cfg = load(str(REPO / "configs/data/legal_web.py"), [])
+    cfg.sources.pubmed = source("jsonl", str(corpora / "pubmed" / "pubmedqa_abstracts.jsonl"))  # the medical corpus
     report = prepare(cfg, tmp_path / "legal_web")
-    for name in ("web", "web_warc", "legal"):
+    for name in ("web", "web_warc", "legal", "pubmed"):
         tokens = report["sources"][name]["tokens"]
-        assert tokens["train"]["tokens"] > 0, name
+        assert tokens["train"]["tokens"] > 0 and tokens["val"]["tokens"] > 0, name
     assert report["sources"]["web"]["dedup"]["exact"]["removed"] > 0  # the crawl sample repeats pages
     assert (tmp_path / "legal_web" / "report.json").exists()
+
+    # ...and the shipped training config trains on the result (shrunk to a few steps).
+    from gptjax.config import load_config
+    from gptjax.train import train
+
+    out = tmp_path / "legal_web"
+    run = load_config(REPO / "configs/legal_web.py", [
+        f"data.shards={out / 'web'}:0.5,{out / 'web_warc'}:0.2,{out / 'legal'}:0.3", "model.num_layers=1",
+        "model.d_model=32", "model.num_heads=2", "model.block_size=32", "train.steps=2", "train.batch_size=4",
+        "train.eval_batches=1", "train.sample_tokens=0", "optim.warmup_steps=1"])
+    final = train(run, tmp_path / "run")
+    assert {"val_loss", "val_loss_web", "val_loss_web_warc", "val_loss_legal"} <= set(final)
 
 
 def test_parquet_text_and_local_hf_dataset_sources(tmp_path):
