@@ -82,7 +82,7 @@ class RegexWordTokenizer(WordTokenizer):
 
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_CHARSET = re.compile(rb"charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
+_CHARSET = re.compile(r"charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
 
 
 class WarcFileReader(BaseDiskReader):
@@ -90,7 +90,7 @@ class WarcFileReader(BaseDiskReader):
     Trafilatura follows), keeping the URL and crawl date in metadata.
 
     Unlike datatrove's WarcReader it needs only warcio (no libmagic, no chardet): the charset comes from the HTTP
-    header or the page's meta tag, else UTF-8, with undecodable bytes replaced and counted."""
+    header or the page's meta tag, else UTF-8, with undecodable bytes replaced (as the crawler decodes pages)."""
 
     name = "🕷 WARC"
 
@@ -111,14 +111,10 @@ class WarcFileReader(BaseDiskReader):
         if not content_type.lower().startswith(_HTML_TYPES):
             self.stat_update("skipped_not_html")
             return None
-        body = record.content_stream().read()
-        match = _CHARSET.search(content_type.encode()) or _CHARSET.search(body[:4096])
-        charset = match.group(1).decode("ascii") if match else "utf-8"
-        try:
-            html = body.decode(charset)
-        except (UnicodeDecodeError, LookupError):
-            self.stat_update("bad_encoding_replaced")
-            html = body.decode("utf-8", errors="replace")
+        from gptjax.data.crawl import decode_html
+
+        header_charset = _CHARSET.search(content_type)
+        html = decode_html(record.content_stream().read(), header_charset.group(1) if header_charset else None)
         headers = record.rec_headers
         return self.get_document_from_dict(
             {"text": html, "id": headers.get_header("WARC-Record-ID"), "url": headers.get_header("WARC-Target-URI"),
