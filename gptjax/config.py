@@ -105,6 +105,12 @@ def base_config() -> ml_collections.ConfigDict:
         sample_tokens=300,  # printed at the end of training; 0: no sample
         sample_prompt="",
     )
+    # Devices as a (data, fsdp, tensor) mesh; -1 takes the devices the other axes leave (see gptjax/sharding.py).
+    c.mesh = dict(
+        data=-1,
+        fsdp=1,
+        tensor=1,
+    )
     c.checkpoint = dict(
         every=0,  # 0: only at the end of training
         keep=2,

@@ -20,6 +20,7 @@ from gptjax.checkpoint import Checkpoints
 from gptjax.config import load_config
 from gptjax.model import GPT, ModelConfig
 from gptjax.optim import build_optimizer, lr_schedule
+from gptjax.sharding import make_mesh, state_shardings
 from gptjax.step import TrainState
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
@@ -31,10 +32,14 @@ class Setup:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     abstract_state: TrainState  # shapes and dtypes only
+    mesh: jax.sharding.Mesh
+    shardings: TrainState  # where each part of the state lives on the mesh
 
     def init(self, seed: int) -> TrainState:
-        """A fresh state: GPT-2 initialization from `seed`, zero optimizer moments, step 0."""
-        return jax.jit(partial(_init_state, self.model_config, self.tx))(jax.random.key(seed))
+        """A fresh state: GPT-2 initialization from `seed`, zero optimizer moments, step 0; each array is created
+        directly in its shards, so no device ever holds the whole model."""
+        init = jax.jit(partial(_init_state, self.model_config, self.tx), out_shardings=self.shardings)
+        return init(jax.random.key(seed))
 
 
 def _init_state(model_config: ModelConfig, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
@@ -42,13 +47,16 @@ def _init_state(model_config: ModelConfig, tx: optax.GradientTransformation, key
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def setup(cfg: ml_collections.ConfigDict, model_config: ModelConfig) -> Setup:
+def setup(cfg: ml_collections.ConfigDict, model_config: ModelConfig, mesh: jax.sharding.Mesh | None = None) -> Setup:
+    """Everything about the state but its values. mesh: default from cfg.mesh over all devices."""
+    mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
     abstract_model = nnx.eval_shape(lambda: GPT(model_config, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
     tx = build_optimizer(cfg.optim, cfg.train.steps, abstract_params)
     abstract_state = jax.eval_shape(
         lambda: TrainState(step=jnp.zeros((), jnp.int32), params=abstract_params, opt_state=tx.init(abstract_params)))
-    return Setup(model_config, graphdef, tx, lr_schedule(cfg.optim, cfg.train.steps), abstract_state)
+    return Setup(model_config, graphdef, tx, lr_schedule(cfg.optim, cfg.train.steps), abstract_state, mesh,
+                 state_shardings(abstract_state, mesh))
 
 
 @dataclasses.dataclass

@@ -37,8 +37,11 @@ def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    grad_accum: int, seed: int) -> Callable:
-    """Returns train_step(state, batch) -> (state, metrics); batch is int32 [batch_size, block_size + 1]."""
+                    grad_accum: int, seed: int, state_shardings=None, batch_sharding=None) -> Callable:
+    """Returns train_step(state, batch) -> (state, metrics); batch is int32 [batch_size, block_size + 1].
+
+    With shardings given, the state keeps its placement across steps and the batch is split as batch_sharding
+    says; the math is the same on one device or many."""
     grad_fn = jax.value_and_grad(make_loss_fn(graphdef))
     base_key = jax.random.key(seed)
 
@@ -64,9 +67,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if state_shardings is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(train_step, donate_argnums=0, in_shardings=(state_shardings, batch_sharding),
+                   out_shardings=(state_shardings, None))
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+def make_eval_step(graphdef: nnx.GraphDef, params_shardings=None, batch_sharding=None) -> Callable:
     """eval_step(params, batch) -> mean loss of the batch (no dropout)."""
-    return jax.jit(make_loss_fn(graphdef))
+    if params_shardings is None:
+        return jax.jit(make_loss_fn(graphdef))
+    return jax.jit(make_loss_fn(graphdef), in_shardings=(params_shardings, batch_sharding))

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import yaml
 
+from gptjax import sharding
 from gptjax.checkpoint import Checkpoints
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
@@ -153,12 +154,19 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
     t = cfg.train
     built = setup(cfg, model_config)
+    data_parallel = built.mesh.shape["data"] * built.mesh.shape["fsdp"]
+    if (t.batch_size // t.grad_accum) % data_parallel:
+        raise ConfigError(f"train.batch_size={t.batch_size} (per micro-batch: {t.batch_size // t.grad_accum}) does "
+                          f"not split over the {data_parallel} data-parallel devices (mesh.data x mesh.fsdp); use a "
+                          f"multiple of {data_parallel * t.grad_accum}")
 
     n_params = count_params(model_config)
     n_non_embedding = count_params(model_config, non_embedding=True)
     print(f"model: {n_params / 1e6:.2f}M parameters ({model_config.num_layers} layers, {model_config.num_heads} heads, "
           f"{model_config.d_model} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
           f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
+    state_bytes = sharding.bytes_per_device(built.abstract_state, built.shardings)
+    print(f"mesh: {dict(built.mesh.shape)}; parameters + optimizer state per device: {state_bytes / 2**20:,.1f} MiB")
 
     checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every)
     state = built.init(t.seed)
@@ -169,8 +177,10 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     if start >= t.steps:
         print(f"{run_dir} already trained {start} steps (train.steps={t.steps}); raise train.steps to continue")
 
-    train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed)
-    eval_step = make_eval_step(built.graphdef)
+    batch_sharding = sharding.batch_sharding(built.mesh)
+    train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
+                                 state_shardings=built.shardings, batch_sharding=batch_sharding)
+    eval_step = make_eval_step(built.graphdef, built.shardings.params, batch_sharding)
     loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights)
     if len(train_sources) > 1:
         for row in loader.describe(t.steps):
@@ -192,7 +202,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         if not val_sets:
             return {}
         began = time.perf_counter()
-        losses = {name: float(np.mean([eval_step(state.params, b) for b in batches]))
+        losses = {name: float(np.mean([eval_step(state.params, jax.device_put(b, batch_sharding)) for b in batches]))
                   for name, batches in val_sets.items()}
         progress.exclude(time.perf_counter() - began)
         total = sum(source_weight.get(n, 0.0) for n in losses) or 1.0
@@ -212,11 +222,11 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         batches = loader.iterate(start)
         if start < t.steps:
             began = time.perf_counter()
-            train_step = train_step.lower(state, loader.batch(start)).compile()
+            train_step = train_step.lower(state, jax.device_put(loader.batch(start), batch_sharding)).compile()
             print(f"compiled the train step in {time.perf_counter() - began:.1f}s")
         progress.exclude(time.perf_counter() - progress.interval_start)
         for step in range(start + 1, t.steps + 1):
-            state, metrics = train_step(state, next(batches))
+            state, metrics = train_step(state, jax.device_put(next(batches), batch_sharding))
             if pending is not None:
                 final = progress.record(*pending)
             pending = (step, metrics)
