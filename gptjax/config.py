@@ -32,6 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.mlp": ("gelu", "swiglu", "relu2"),
     "model.position": ("learned", "rope"),
     "model.attention": ("xla", "cudnn", "auto"),
+    "model.remat": ("none", "full", "dots"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "data.source": ("stdlib", "text", "shards"),
@@ -70,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
         dtype="float32",  # compute dtype; parameters stay in param_dtype (fp32 master weights)
         param_dtype="float32",
         attention="xla",
+        remat="none",  # none | full | dots: recompute activations in the backward pass to fit larger batches
     )
     c.data = dict(
         source="stdlib",  # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards

@@ -22,6 +22,13 @@ from flax import nnx
 from gptjax.config import CHOICES, ConfigError
 
 
+# What the backward pass may keep instead of recomputing (jax.checkpoint policies).
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -46,6 +53,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     attention: str = "xla"  # xla | cudnn | auto
+    remat: str = "none"  # none | full | dots: recompute activations in the backward pass to save memory
 
     def __post_init__(self):
         # Fail at construction, not at the first traced step, and say which key is wrong.
@@ -292,8 +300,13 @@ class GPT(nnx.Module):
         else:  # computed once here, shared by every layer
             rope = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
         x = self.drop(x, deterministic=deterministic, rngs=rngs)
+        def run_block(block, x, rope, rngs):
+            return block(x, rope, deterministic=deterministic, rngs=rngs)
+
+        if cfg.remat != "none":  # keep only each block's input (full) or also its matmul outputs (dots)
+            run_block = nnx.remat(run_block, policy=REMAT_POLICIES[cfg.remat])
         for block in self.blocks:
-            x = block(x, rope, deterministic=deterministic, rngs=rngs)
+            x = run_block(block, x, rope, rngs)
         if cfg.norm_position == "pre":
             x = self.ln_f(x)
         logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)

@@ -411,3 +411,23 @@ def test_from_config_vocab_too_small():
         ModelConfig.from_config(section, vocab_size=65)
     with pytest.raises(ConfigError, match="vocab_size"):
         ModelConfig.from_config(base_config().model)  # 0 and no tokenizer size
+
+
+@pytest.mark.parametrize("policy", ["full", "dots"])
+def test_remat_changes_memory_not_math(policy):
+    """Recomputing activations in the backward pass gives the same loss and gradients, dropout included."""
+    from gptjax.config import load_config
+    from gptjax.state import setup
+    from gptjax.step import make_loss_fn
+
+    results = {}
+    for remat in ("none", policy):
+        cfg = load_config(None, [f"model.remat={remat}", "model.dropout=0.1", "model.num_layers=2",
+                                 "model.d_model=32", "model.num_heads=2", "model.block_size=16"])
+        built = setup(cfg, ModelConfig.from_config(cfg.model, vocab_size=50))
+        batch = jax.random.randint(jax.random.key(1), (2, 17), 0, 50)
+        loss, grads = jax.value_and_grad(make_loss_fn(built.graphdef))(built.init(0).params, batch, jax.random.key(3))
+        results[remat] = (float(loss), jax.tree.leaves(grads))
+    assert results["none"][0] == results[policy][0]
+    for a, b in zip(results["none"][1], results[policy][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
