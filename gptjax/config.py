@@ -113,6 +113,15 @@ def base_config() -> ml_collections.ConfigDict:
         fsdp=1,
         tensor=1,
     )
+    # Several processes (hosts): each runs the same command with its own process_id; auto finds them on SLURM.
+    c.distributed = dict(
+        coordinator_address="",  # host:port of process 0
+        num_processes=1,
+        process_id=0,
+        auto=True,
+        init_timeout=300,  # seconds to wait for every process to join
+        heartbeat_timeout=60,  # seconds without a sign of life before a process is declared dead and the run stops
+    )
     c.checkpoint = dict(
         every=0,  # 0: only at the end of training
         keep=2,

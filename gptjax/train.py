@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import yaml
 
-from gptjax import sharding
+from gptjax import distributed, sharding
 from gptjax.checkpoint import Checkpoints
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
@@ -128,15 +128,17 @@ def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:
 class MetricsLog:
     """Appends one JSON object per line to RUN/metrics.jsonl (flushed each line, so a crash loses nothing)."""
 
-    def __init__(self, path: Path):
-        self.file = open(path, "a")
+    def __init__(self, path: Path | None):
+        self.file = open(path, "a") if path else None  # None: not the writing process
 
     def write(self, **record) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file:
+            self.file.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -146,10 +148,14 @@ class MetricsLog:
 def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     """Trains (or continues) the run in run_dir; returns the final metrics."""
     run_dir = Path(run_dir)
-    check_resumable(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-
+    distributed.initialize(cfg.distributed)
+    main_process = distributed.is_main()
+    if main_process:  # one writer for the run directory's shared files; the others wait for it
+        check_resumable(run_dir, cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        prepare_data(cfg, run_dir)
+    distributed.barrier("data prepared")
     tokenizer, train_sources, val_sources, weights = prepare_data(cfg, run_dir)
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
     t = cfg.train
@@ -181,19 +187,26 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
                                  state_shardings=built.shardings, batch_sharding=batch_sharding)
     eval_step = make_eval_step(built.graphdef, built.shardings.params, batch_sharding)
-    loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights)
-    if len(train_sources) > 1:
+    processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights,
+                          **processes)
+    if len(train_sources) > 1 and main_process:
         for row in loader.describe(t.steps):
             print(f"data: {row['source']}: weight {row['weight']:.2f}, {row['tokens']:,} tokens, "
                   f"{row['epochs']:.2f} epochs over {t.steps} steps")
     source_weight = dict(zip(train_sources, loader.weights))
-    val_sets = {name: eval_batches(shards, model_config.block_size, t.batch_size, t.eval_batches, seed=t.seed + 1)
+    val_sets = {name: eval_batches(shards, model_config.block_size, t.batch_size, t.eval_batches, seed=t.seed + 1,
+                                   **processes)
                 for name, shards in val_sources.items()}
+
+    def to_device(rows):  # this process's rows of the global batch -> the global, sharded batch
+        return jax.make_array_from_process_local_data(batch_sharding, rows)
+
 
     tokens_per_step = t.batch_size * model_config.block_size
     flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
     peak, peak_source = reference_peak(model_config.dtype)
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl" if main_process else None)
     progress = Progress(log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints)
     cfg_dict = cfg.to_dict()
 
@@ -202,7 +215,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         if not val_sets:
             return {}
         began = time.perf_counter()
-        losses = {name: float(np.mean([eval_step(state.params, jax.device_put(b, batch_sharding)) for b in batches]))
+        losses = {name: float(np.mean([distributed.fetch(eval_step(state.params, to_device(b))) for b in batches]))
                   for name, batches in val_sets.items()}
         progress.exclude(time.perf_counter() - began)
         total = sum(source_weight.get(n, 0.0) for n in losses) or 1.0
@@ -222,11 +235,11 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         batches = loader.iterate(start)
         if start < t.steps:
             began = time.perf_counter()
-            train_step = train_step.lower(state, jax.device_put(loader.batch(start), batch_sharding)).compile()
+            train_step = train_step.lower(state, to_device(loader.batch(start))).compile()
             print(f"compiled the train step in {time.perf_counter() - began:.1f}s")
         progress.exclude(time.perf_counter() - progress.interval_start)
         for step in range(start + 1, t.steps + 1):
-            state, metrics = train_step(state, jax.device_put(next(batches), batch_sharding))
+            state, metrics = train_step(state, to_device(next(batches)))
             if pending is not None:
                 final = progress.record(*pending)
             pending = (step, metrics)
@@ -242,7 +255,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         checkpoints.close()
         log.close()
 
-    if t.sample_tokens:
+    if t.sample_tokens and jax.process_count() == 1:  # sampling reads whole parameters: one process only
         sample = generate(built.graphdef, state.params, prompt_ids(tokenizer, t.sample_prompt),
                           block_size=model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed)
         print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
@@ -263,7 +276,7 @@ class Progress:
         self.interval_start += seconds
 
     def record(self, step: int, metrics) -> dict:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = {k: float(distributed.fetch(v)) for k, v in metrics.items()}
         self.interval_steps += 1
         if not math.isfinite(metrics["loss"]):
             kept = self.checkpoints.latest_step()

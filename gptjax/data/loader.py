@@ -122,9 +122,9 @@ class WindowLoader:
                 f"process {self.process_index} reads {self.local_batch_size} rows)")
 
 
-def eval_batches(shards: list[TokenShard], seq_len: int, batch_size: int, num_batches: int, seed: int
-                 ) -> list[np.ndarray]:
+def eval_batches(shards: list[TokenShard], seq_len: int, batch_size: int, num_batches: int, seed: int, *,
+                 process_index: int = 0, process_count: int = 1) -> list[np.ndarray]:
     """A fixed set of batches (the same on every call), so validation losses are comparable across evaluations
-    and runs."""
-    loader = WindowLoader(shards, seq_len, batch_size, seed)
+    and runs; with several processes, this process's rows of them."""
+    loader = WindowLoader(shards, seq_len, batch_size, seed, process_index=process_index, process_count=process_count)
     return [loader.batch(i) for i in range(num_batches)]
