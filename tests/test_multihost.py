@@ -46,3 +46,30 @@ def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
     assert len(two) == len(one) == 13  # 10 training lines, 3 evaluations; written once, by process 0
     assert max(abs(a - b) for a, b in zip(two, one)) < 1e-5
+
+
+def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_path):
+    import time
+
+    port = free_port()
+    args = [a for a in TINY if "train.steps" not in a] + ["--config.train.steps=100000",
+                                                          "--config.distributed.heartbeat_timeout=5"]
+    logs = [open(tmp_path / f"p{i}.log", "w+") for i in range(2)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "run"), *args,
+         f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2",
+         f"--config.distributed.process_id={i}"], cwd=REPO, env=env(2), stdout=logs[i], stderr=subprocess.STDOUT)
+        for i in range(2)]
+    try:
+        deadline = time.time() + 300
+        while "step     20/" not in (tmp_path / "p1.log").read_text():  # training, collectives running
+            assert time.time() < deadline and procs[1].poll() is None, (tmp_path / "p1.log").read_text()[-2000:]
+            time.sleep(0.5)
+        procs[1].kill()
+        killed = time.time()
+        returncode = procs[0].wait(timeout=60)  # never hangs: the coordinator notices the missing heartbeats
+        assert returncode != 0 and time.time() - killed < 60
+        assert "another task died" in (tmp_path / "p0.log").read_text()
+    finally:
+        for p in procs:
+            p.kill()
