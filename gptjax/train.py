@@ -85,10 +85,11 @@ def parse_mixture(spec: str) -> dict[str, tuple[Path, float | None]]:
     return sources
 
 
-def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path):
+def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path, write: bool = True):
     """Returns (tokenizer, {source: train shards}, {source: val shards}, weights or None).
 
-    Text sources are tokenized once into RUN/data/{train,val}; prepared shard directories are read in place."""
+    Text sources are tokenized once into RUN/data/{train,val}; prepared shard directories are read in place.
+    write=False (processes other than the first) only reads what the first process wrote."""
     d = cfg.data
     data_dir, tokenizer_dir = run_dir / "data", run_dir / "tokenizer"
     if d.source == "shards":
@@ -96,11 +97,12 @@ def prepare_data(cfg: ml_collections.ConfigDict, run_dir: Path):
         train_sources = {name: open_split(path / "train") for name, (path, _) in mixture.items()}
         val_sources = {name: open_split(path / "val") for name, (path, _) in mixture.items() if (path / "val").exists()}
         tokenizer = shards_tokenizer(d.tokenizer, [path for path, _ in mixture.values()])
-        tokenizer.save(tokenizer_dir)  # the run directory alone is enough to sample from the model
+        if write:
+            tokenizer.save(tokenizer_dir)  # the run directory alone is enough to sample from the model
         weights = None if None in [w for _, w in mixture.values()] else {n: w for n, (_, w) in mixture.items()}
         return tokenizer, train_sources, val_sources, weights
 
-    if not (tokenizer_dir.exists() and (data_dir / "train").exists()):
+    if write and not (tokenizer_dir.exists() and (data_dir / "train").exists()):
         text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
         tokenizer = build_tokenizer(d.tokenizer, text)
         counts = prepare_splits(text, tokenizer, data_dir, d.val_fraction, name=d.source)
@@ -150,21 +152,24 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     distributed.initialize(cfg.distributed)
     main_process = distributed.is_main()
-    if main_process:  # one writer for the run directory's shared files; the others wait for it
-        check_resumable(run_dir, cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        prepare_data(cfg, run_dir)
-    distributed.barrier("data prepared")
-    tokenizer, train_sources, val_sources, weights = prepare_data(cfg, run_dir)
-    model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
     t = cfg.train
-    built = setup(cfg, model_config)
-    data_parallel = built.mesh.shape["data"] * built.mesh.shape["fsdp"]
+    mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if (t.batch_size // t.grad_accum) % data_parallel:
         raise ConfigError(f"train.batch_size={t.batch_size} (per micro-batch: {t.batch_size // t.grad_accum}) does "
                           f"not split over the {data_parallel} data-parallel devices (mesh.data x mesh.fsdp); use a "
                           f"multiple of {data_parallel * t.grad_accum}")
+    if main_process:  # one writer for the run directory's shared files; the others wait for it
+        check_resumable(run_dir, cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        data = prepare_data(cfg, run_dir)
+    distributed.barrier("data prepared")
+    if not main_process:
+        data = prepare_data(cfg, run_dir, write=False)
+    tokenizer, train_sources, val_sources, weights = data
+    model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
+    built = setup(cfg, model_config, mesh)
 
     n_params = count_params(model_config)
     n_non_embedding = count_params(model_config, non_embedding=True)

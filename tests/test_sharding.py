@@ -41,6 +41,7 @@ def test_batch_that_does_not_split_over_the_data_parallel_devices(tmp_path):
                             env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
                                  "PJRT_NPROC": "16"})
     assert "train.batch_size=12 (per micro-batch: 12) does not split over the 8 data-parallel devices" in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_same_losses_and_parameters_on_every_mesh():

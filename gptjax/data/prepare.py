@@ -298,6 +298,7 @@ def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fra
             splits[split] = []
 
     pending = {"train": 0, "val": 0}
+    # Ids first (a small source must still get a validation document): reading twice keeps memory flat.
     held_out = validation_ids([doc_id for doc_id, _ in iter_documents(documents)], val_fraction)
     for doc_id, text in iter_documents(documents):
         split = "val" if doc_id in held_out else "train"
