@@ -31,7 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu", "relu2"),
     "model.position": ("learned", "rope"),
-    "model.attention": ("xla", "cudnn", "auto"),
+    "model.attention": ("xla", "cudnn", "pallas", "auto"),
     "model.remat": ("none", "full", "dots"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
         param_dtype="float32",
         attention="xla",
         remat="none",  # none | full | dots: recompute activations in the backward pass to fit larger batches
+        scan_layers=False,  # true: compile one layer and loop over it, so compile time stays flat in depth
     )
     c.data = dict(
         source="stdlib",  # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards

@@ -54,7 +54,12 @@ def barrier(name: str) -> None:
 
 
 def fetch(x) -> np.ndarray:
-    """A replicated result as a host array, also when other processes hold copies of it."""
+    """A result as a host array, also when parts of it live on other processes' devices. For an array split
+    over processes every process must call this (it gathers); replicated and local arrays need no traffic."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(jax.device_get(x))
-    return np.asarray(x.addressable_data(0))
+    if x.sharding.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

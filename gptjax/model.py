@@ -3,11 +3,12 @@
     embed (+ learned positions) -> dropout -> num_layers x Block -> [final norm] -> head (tied or not) -> fp32 logits
 
 Every option is a field of ModelConfig (the same names as the `model` section of gptjax.config.base_config()).
-Parameters carry logical axis names ('vocab', 'embed', 'heads', 'kv', 'mlp', 'norm', 'position') and nothing
+Parameters carry logical axis names ('vocab', 'embed', 'heads', 'mlp', 'norm', 'position', 'layers') and nothing
 else: mapping those to mesh axes is the sharding code's business, so the math below never mentions a mesh.
 
-Parameter paths (for checkpoints and optimizer masks): wte, wpe, blocks[i].{ln_1, attn.{qkv, out, q_norm, k_norm},
-ln_2, mlp.{up, gate, down}}, ln_f, lm_head.
+Parameter paths (for checkpoints and conversions): wte, wpe, blocks.{ln_1, attn.{qkv, out, q_norm, k_norm},
+ln_2, mlp.{up, gate, down}}, ln_f, lm_head. Every blocks.* array has a leading [num_layers] axis: layer i is
+slice i, whether the forward pass loops over the layers or unrolls them (model.scan_layers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gptjax.attention import attention, resolve_attention
 from gptjax.config import CHOICES, ConfigError
 
 
@@ -52,8 +54,9 @@ class ModelConfig:
     init_std: float = 0.02
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    attention: str = "xla"  # xla | cudnn | auto
+    attention: str = "xla"  # xla | cudnn | pallas | auto
     remat: str = "none"  # none | full | dots: recompute activations in the backward pass to save memory
+    scan_layers: bool = False  # compile one layer and loop over it (True), or unroll num_layers copies (False)
 
     def __post_init__(self):
         # Fail at construction, not at the first traced step, and say which key is wrong.
@@ -99,25 +102,6 @@ class ModelConfig:
             raise ConfigError(f"model.vocab_size={values['vocab_size']} is smaller than the tokenizer's vocabulary "
                               f"({vocab_size}); use 0 to take the tokenizer's size, or a larger value to pad")
         return cls(**values)
-
-
-def resolve_attention(name: str, dtype: str = "float32") -> str:
-    """'xla' | 'cudnn' | 'auto' -> the implementation to run ('xla' or 'cudnn'); errors here, before training."""
-    backend = jax.default_backend()
-    if name == "xla":
-        return "xla"
-    if name == "auto":
-        # cuDNN's fused kernel only takes half precision; fp32 models keep the exact einsum path.
-        return "cudnn" if backend == "gpu" and dtype in ("bfloat16", "float16") else "xla"
-    if name != "cudnn":
-        raise ConfigError(f"model.attention={name!r} is not one of: {', '.join(CHOICES['model.attention'])}")
-    if backend != "gpu":
-        raise ConfigError(f"model.attention='cudnn' needs an NVIDIA GPU (this machine has: {backend}); "
-                          "use 'xla', or 'auto' to pick cudnn only when a GPU is present")
-    if dtype not in ("bfloat16", "float16"):
-        raise ConfigError(f"model.attention='cudnn' needs model.dtype bfloat16 or float16 (got {dtype!r}); "
-                          "use 'xla', or 'auto' to pick cudnn only when it can run")
-    return "cudnn"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,23 +151,6 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
-def xla_attention(q, k, v, *, dropout: nnx.Dropout | None = None, deterministic: bool = True, rngs=None):
-    """Causal attention, q [B,T,H,hd], k/v [B,S,KV,hd] -> [B,T,H,hd]. GQA groups the H query heads into KV groups
-    of H/KV (head h reads kv head h // (H/KV), as jax.nn.dot_product_attention and HF's repeat_kv) without
-    materializing repeated k/v."""
-    B, T, H, hd = q.shape
-    S, KV = k.shape[1], k.shape[2]
-    q = q.reshape(B, T, KV, H // KV, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    causal = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)  # query t sees keys up to its own position
-    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)  # in float32: bf16 softmax over long rows loses the small weights
-    if dropout is not None:
-        probs = dropout(probs, deterministic=deterministic, rngs=rngs)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
-    return out.reshape(B, T, H, hd)
-
-
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, impl: str, *, rngs: nnx.Rngs):
         self.cfg, self.impl = cfg, impl
@@ -207,10 +174,7 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.impl == "cudnn":
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
-        else:
-            y = xla_attention(q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
+        y = attention(self.impl, q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
         return self.out(y.reshape(B, T, H * hd))
 
 
@@ -278,7 +242,14 @@ class GPT(nnx.Module):
                                  embedding_init=_init(cfg.init_std, "position", "embed"),
                                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List([Block(cfg, self.attention_impl, rngs=rngs) for _ in range(cfg.num_layers)])
+        # One Block whose parameters carry a leading [num_layers] axis (logical name 'layers'), each layer drawn
+        # from its own key: the forward pass scans over that axis (see scan_layers).
+        @nnx.split_rngs(splits=cfg.num_layers)
+        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def stacked_blocks(rngs):
+            return Block(cfg, self.attention_impl, rngs=rngs)
+
+        self.blocks = stacked_blocks(rngs)
         if cfg.norm_position == "pre":  # post-norm blocks already end in a norm
             self.ln_f = _norm(cfg, cfg.d_model, rngs=rngs)
         if not cfg.tie_embeddings:
@@ -300,13 +271,26 @@ class GPT(nnx.Module):
         else:  # computed once here, shared by every layer
             rope = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
         x = self.drop(x, deterministic=deterministic, rngs=rngs)
-        def run_block(block, x, rope, rngs):
-            return block(x, rope, deterministic=deterministic, rngs=rngs)
+
+        # Layers run as pure functions of their parameters (split out, merged back inside), so jax.checkpoint and
+        # lax.scan apply directly, and the model also works when a jitted function closes over it.
+        def layer(graphdef, params, x, key):
+            block = nnx.merge(graphdef, params)
+            return block(x, rope, deterministic=deterministic,
+                         rngs=None if key is None else nnx.Rngs(dropout=key))
 
         if cfg.remat != "none":  # keep only each block's input (full) or also its matmul outputs (dots)
-            run_block = nnx.remat(run_block, policy=REMAT_POLICIES[cfg.remat])
-        for block in self.blocks:
-            x = run_block(block, x, rope, rngs)
+            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], static_argnums=0)
+        keys = None if rngs is None else jax.random.split(rngs.dropout(), cfg.num_layers)  # one per layer
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def scan_step(x, layer_inputs):
+            params, key = layer_inputs
+            return layer(graphdef, params, x, key), None
+
+        # scan_layers: XLA compiles one layer and loops over the slices, so compile time does not grow with depth.
+        # Otherwise the loop is unrolled into num_layers copies, which small models on a CPU run a little faster.
+        x, _ = jax.lax.scan(scan_step, x, (stacked, keys), unroll=not cfg.scan_layers)
         if cfg.norm_position == "pre":
             x = self.ln_f(x)
         logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)

@@ -30,9 +30,10 @@ def weight_decay_mask(params: nnx.State, decay_embeddings: bool = False):
     Returns a pytree of bools with the structure of the raw parameter arrays (nnx.State with Variables as nodes)."""
 
     def decays(variable: nnx.Variable) -> bool:
-        if len(variable.shape) < 2:
+        axes = tuple(variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape))
+        axes = tuple(a for a in axes if a != "layers")  # stacked blocks (scan_layers): judge one layer's array
+        if len(axes) < 2:
             return False
-        axes = tuple(variable.get_metadata().get("out_sharding") or ())
         return decay_embeddings or axes not in EMBEDDING_AXES
 
     return jax.tree.map(decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gptjax import distributed
 
 
 def sample_logits(logits: jax.Array, key: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
@@ -39,8 +42,9 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature: float, top_k: 
 
 
 @partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p"))
-def _decode(graphdef, params, buffer, length, key, *, max_new_tokens, temperature, top_k, top_p):
+def _decode(graphdef, params, buffer, length, key_data, *, max_new_tokens, temperature, top_k, top_p):
     model = nnx.merge(graphdef, params)
+    key = jax.random.wrap_key_data(key_data)  # raw uint32s: a host value every process can pass alike
     block = buffer.shape[1]
 
     def step(i, carry):
@@ -67,10 +71,20 @@ def generate(graphdef, params, prompt_ids, *, block_size: int, max_new_tokens: i
         raise ValueError("the prompt must hold at least one token")
     buffer = np.zeros((num_samples, block_size), np.int32)
     buffer[:, : prompt.size] = prompt
-    tokens = _decode(graphdef, params, jnp.asarray(buffer), jnp.int32(prompt.size), jax.random.key(seed),
-                     max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
-                     top_p=float(top_p))
-    return np.asarray(tokens)
+    tokens = _decode(graphdef, params, _replicated_like(params, buffer), np.int32(prompt.size),
+                     np.asarray(jax.random.key_data(jax.random.key(seed))), max_new_tokens=max_new_tokens,
+                     temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+    return distributed.fetch(tokens)
+
+
+def _replicated_like(params, host_array: np.ndarray) -> jax.Array:
+    """host_array copied to every device of the mesh the parameters live on: in a multi-process run the decode
+    is one program over all processes' devices, and each process contributes the same prompt."""
+    sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+        return jnp.asarray(host_array)
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    return jax.make_array_from_callback(host_array.shape, replicated, lambda index: host_array[index])
 
 
 def prompt_ids(tokenizer, prompt: str) -> np.ndarray:

@@ -27,7 +27,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "heads": "tensor",
     "mlp": "tensor",
     "vocab": "tensor",
-    "kv": None,
+    "layers": None,  # the stacked-blocks axis of scan_layers: every device holds every layer's slice
     "position": None,
     "norm": None,
 }

@@ -260,10 +260,11 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         checkpoints.close()
         log.close()
 
-    if t.sample_tokens and jax.process_count() == 1:  # sampling reads whole parameters: one process only
+    if t.sample_tokens:  # every process takes part in decoding (the parameters are spread over all of them)
         sample = generate(built.graphdef, state.params, prompt_ids(tokenizer, t.sample_prompt),
                           block_size=model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed)
-        print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
+        if main_process:
+            print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
     return final
 
 

@@ -43,7 +43,7 @@ def test_overrides_are_typed():
     ("model.num_layers=three", "model.num_layers must be an integer"),
     ("model.qk_norm=3", "model.qk_norm must be true or false"),
     ("model.norm=batchnorm", "model.norm='batchnorm' is not one of: layernorm, rmsnorm"),
-    ("model.attention=flash", "is not one of: xla, cudnn, auto"),
+    ("model.attention=flash", "is not one of: xla, cudnn, pallas, auto"),
     ("model.num_heads=5", "model.num_heads=5 must divide model.d_model=128"),
     ("model.num_kv_heads=3", "model.num_kv_heads=3 must divide model.num_heads=4"),
     ("train.grad_accum=5", "train.grad_accum=5 must divide train.batch_size=12"),

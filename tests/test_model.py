@@ -12,8 +12,7 @@ import pytest
 from flax import nnx
 
 from gptjax.config import ConfigError, base_config
-from gptjax.model import (GPT, ModelConfig, apply_rope, count_params, resolve_attention, rope_tables,
-                          xla_attention)
+from gptjax.model import GPT, ModelConfig, apply_rope, count_params, rope_tables
 
 TINY = dict(vocab_size=50, block_size=16, num_layers=2, num_heads=4, d_model=32)
 B, T = 2, 16
@@ -90,9 +89,11 @@ def test_every_option_runs(combo):
     assert hasattr(model, "ln_f") == (cfg.norm_position == "pre")
     assert hasattr(model, "wpe") == (cfg.position == "learned")
     assert hasattr(model, "lm_head") == (not cfg.tie_embeddings)
-    assert hasattr(model.blocks[0].mlp, "gate") == (cfg.mlp == "swiglu")
-    assert hasattr(model.blocks[0].attn, "q_norm") == cfg.qk_norm
-    assert (model.blocks[0].attn.qkv.bias is not None) == cfg.use_bias
+    layers = model.blocks  # one Block holding every layer's parameters, stacked
+    assert hasattr(layers.mlp, "gate") == (cfg.mlp == "swiglu")
+    assert hasattr(layers.attn, "q_norm") == cfg.qk_norm
+    assert (layers.attn.qkv.bias is not None) == cfg.use_bias
+    assert layers.attn.qkv.kernel.shape[0] == cfg.num_layers
     # The eval_shape count agrees with the model actually built.
     assert count_params(cfg) == sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
@@ -207,16 +208,19 @@ def test_gpt2_init():
             assert (value == 1).all(), path
         else:
             expected = residual_std if path.endswith(("attn/out/kernel", "mlp/down/kernel")) else cfg.init_std
-            assert abs(value.mean()) < 0.05 * expected, path
-            assert value.std() == pytest.approx(expected, rel=0.03), path
+            for layer in value if path.startswith("blocks/") else [value]:  # stacked: [num_layers, ...]
+                assert abs(layer.mean()) < 0.05 * expected, path
+                assert layer.std() == pytest.approx(expected, rel=0.03), path
+            if path.startswith("blocks/"):  # every layer drew its own initial weights
+                assert len({layer.tobytes() for layer in value}) == cfg.num_layers, path
             checked += 1
-    assert checked == 3 + cfg.num_layers * 4  # wte, wpe, lm_head + qkv, out, up, down per layer
+    assert checked == 3 + 4  # wte, wpe, lm_head + the stacked qkv, out, up, down
 
 
 def test_parameters_carry_logical_axes_only():
     """Every parameter is annotated, one logical name per dimension, and building needs no mesh; inside a mesh with
     unrelated axis names nothing is placed either (mapping names to mesh axes is the sharding code's job)."""
-    allowed = {"vocab", "embed", "heads", "kv", "mlp", "norm", "position"}
+    allowed = {"vocab", "embed", "heads", "mlp", "norm", "position", "layers"}
     abstract = lambda cfg: nnx.eval_shape(lambda: build(cfg))  # noqa: E731  (shapes only: fast)
     for cfg in (GPT2, LLAMA_MQA, POST_GQA):
         for path, var in params_by_path(abstract(cfg)).items():
@@ -225,10 +229,11 @@ def test_parameters_carry_logical_axes_only():
     names = {path: var.get_metadata()["out_sharding"] for path, var in params_by_path(abstract(tiny())).items()}
     assert names["wte/embedding"] == ("vocab", "embed")
     assert names["wpe/embedding"] == ("position", "embed")
-    assert names["blocks/0/attn/qkv/kernel"] == ("embed", "heads")
-    assert names["blocks/0/attn/out/kernel"] == ("heads", "embed")
-    assert names["blocks/0/mlp/up/kernel"] == ("embed", "mlp")
-    assert names["blocks/0/mlp/down/kernel"] == ("mlp", "embed")
+    assert names["blocks/attn/qkv/kernel"] == ("layers", "embed", "heads")
+    assert names["blocks/attn/out/kernel"] == ("layers", "heads", "embed")
+    assert names["blocks/mlp/up/kernel"] == ("layers", "embed", "mlp")
+    assert names["blocks/mlp/down/kernel"] == ("layers", "mlp", "embed")
+    assert names["blocks/ln_1/scale"] == ("layers", "norm")
     assert names["ln_f/scale"] == ("norm",)
     assert nnx.get_partition_spec(nnx.state(abstract(tiny()), nnx.Param))["wte"]["embedding"].get_value() == \
         jax.sharding.PartitionSpec("vocab", "embed")
@@ -284,64 +289,6 @@ def test_zero_dropout_is_deterministic():
     x = tokens()
     np.testing.assert_array_equal(forward(model, x, deterministic=False, rngs=nnx.Rngs(dropout=0)), forward(model, x))
     np.testing.assert_array_equal(forward(model, x, deterministic=False), forward(model, x))  # no key needed
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Attention implementations
-
-
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the message on machines without a GPU")
-def test_cudnn_without_gpu_is_a_clear_error():
-    with pytest.raises(ConfigError, match="'xla'") as err:
-        resolve_attention("cudnn", "bfloat16")
-    assert "\n" not in str(err.value) and "cpu" in str(err.value)
-    with pytest.raises(ConfigError, match="NVIDIA GPU"):
-        build(tiny(attention="cudnn", dtype="bfloat16"))
-
-
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="on a GPU 'auto' may pick cudnn")
-def test_auto_without_gpu_is_xla():
-    assert resolve_attention("auto") == "xla"
-    assert resolve_attention("auto", "bfloat16") == "xla"
-    assert build(tiny(attention="auto")).attention_impl == "xla"
-
-
-def test_attn_dropout_needs_xla():
-    with pytest.raises(ConfigError, match="attn_dropout"):
-        build(tiny(attention="auto", attn_dropout=0.1))
-
-
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_xla_attention_matches_reference(kv_heads):
-    q = jax.random.normal(jax.random.key(0), (2, 12, 4, 8))
-    k = jax.random.normal(jax.random.key(1), (2, 12, kv_heads, 8))
-    v = jax.random.normal(jax.random.key(2), (2, 12, kv_heads, 8))
-
-    @jax.jit
-    def compare(q, k, v):
-        out = xla_attention(q, k, v)
-        reference = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
-        # GQA is MHA with each kv head repeated for its group of query heads (HF's repeat_kv).
-        group = 4 // kv_heads
-        mha = jax.nn.dot_product_attention(q, jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2),
-                                           is_causal=True, implementation="xla")
-        return out, reference, mha
-
-    out, reference, mha = compare(q, k, v)
-    np.testing.assert_allclose(out, reference, atol=1e-5)
-    np.testing.assert_allclose(out, mha, atol=1e-5)
-
-
-@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
-def test_cudnn_matches_xla():
-    assert resolve_attention("auto", "bfloat16") == "cudnn" and resolve_attention("auto", "float32") == "xla"
-    with pytest.raises(ConfigError, match="bfloat16 or float16"):
-        resolve_attention("cudnn", "float32")
-    cfg = tiny(position="rope", num_kv_heads=2, dtype="bfloat16", d_model=64)  # head_dim 16: cuDNN-friendly
-    xla = build(cfg)(tokens())
-    cudnn = build(dataclasses.replace(cfg, attention="cudnn"))
-    assert cudnn.attention_impl == "cudnn"
-    np.testing.assert_allclose(cudnn(tokens()), xla, atol=0.05 * float(jnp.abs(xla).max()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -431,3 +378,46 @@ def test_remat_changes_memory_not_math(policy):
     assert results["none"][0] == results[policy][0]
     for a, b in zip(results["none"][1], results[policy][1]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scan over layers
+
+
+@pytest.mark.parametrize("cfg, remat", [(GPT2, "none"), (POST_GQA, "dots")], ids=["gpt2", "post-gqa-remat"])
+def test_scan_equals_unrolled(cfg, remat):
+    """Looping over the stacked layers or unrolling them: same parameters, same numbers, in training mode
+    (dropout on: each layer gets the same key either way)."""
+    cfg = dataclasses.replace(cfg, dropout=0.1, attn_dropout=0.1, num_layers=3, remat=remat)
+    x = tokens()
+
+    def loss_and_grads(scan):
+        graphdef, params = nnx.split(build(dataclasses.replace(cfg, scan_layers=scan)))
+
+        @jax.jit
+        def run(params):
+            def loss(params):
+                m = nnx.merge(graphdef, params)
+                return jnp.mean(m(x, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(5))) ** 2)
+            return jax.value_and_grad(loss)(params)
+
+        return run(params)
+
+    loss, grads = loss_and_grads(False)
+    scan_loss, scan_grads = loss_and_grads(True)
+    assert float(scan_loss) == pytest.approx(float(loss), rel=1e-6)
+    for g, expected in zip(jax.tree.leaves(scan_grads), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_scan_program_does_not_grow_with_depth():
+    """With scan_layers the compiled program holds one layer whatever the depth (so compile time stays flat);
+    unrolled, it holds every layer."""
+    def program_size(**overrides):
+        model = nnx.eval_shape(lambda: build(tiny(**overrides)))
+        graphdef, params = nnx.split(model)
+        grad = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(tokens())))
+        return len(jax.jit(grad).lower(params).as_text())
+
+    assert program_size(num_layers=8, scan_layers=True) < 1.05 * program_size(num_layers=2, scan_layers=True)
+    assert program_size(num_layers=8, scan_layers=False) > 1.5 * program_size(num_layers=2, scan_layers=False)

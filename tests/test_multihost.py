@@ -12,6 +12,7 @@ TINY = ["--config.data.max_chars=200000", "--config.model.num_layers=2", "--conf
         "--config.model.num_heads=2", "--config.model.block_size=32", "--config.train.batch_size=8",
         "--config.train.steps=10", "--config.train.log_every=1", "--config.train.eval_every=5",
         "--config.train.eval_batches=2", "--config.train.sample_tokens=0"]
+SEPARATOR = "-" * 80
 
 
 def env(local_devices: int) -> dict:
@@ -32,20 +33,24 @@ def losses(run_dir):
 
 def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     port = free_port()
+    # Both runs end with a sample, decoded by every process together over the 4 devices.
+    sample = [a for a in TINY if "sample_tokens" not in a] + ["--config.train.sample_tokens=24"]
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "two"), *TINY,
+        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "two"), *sample,
          f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2",
          f"--config.distributed.process_id={i}"], cwd=REPO, env=env(2), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    single = subprocess.run([sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "one"), *TINY],
+    single = subprocess.run([sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "one"), *sample],
                             cwd=REPO, env=env(4), capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     assert "'data': 4" in outputs[0] and "'data': 4" in single.stdout  # the same 4-device mesh both ways
     two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
     assert len(two) == len(one) == 13  # 10 training lines, 3 evaluations; written once, by process 0
     assert max(abs(a - b) for a, b in zip(two, one)) < 1e-5
+    assert SEPARATOR not in outputs[1]  # printed by process 0 only
+    assert outputs[0].split(SEPARATOR)[1] == single.stdout.split(SEPARATOR)[1]
 
 
 def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_path):

@@ -57,7 +57,7 @@ def test_same_losses_and_parameters_on_every_mesh():
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
     baseline = runs.pop("baseline")
-    assert len(runs) == 6
+    assert len(runs) == 7
     for name, run in runs.items():
         assert max(abs(a - b) for a, b in zip(run["losses"], baseline)) < 1e-5, name
         assert run["max_param_diff"] < 2e-5, name

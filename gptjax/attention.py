@@ -1,0 +1,115 @@
+"""Causal self-attention kernels, chosen by one string (`model.attention`).
+
+    xla     the reference: einsums and a float32 softmax that XLA fuses; runs everywhere, supports attention dropout
+    cudnn   cuDNN's fused flash attention through jax.nn.dot_product_attention (NVIDIA GPU, bf16/fp16)
+    pallas  flash attention written in Pallas (JAX's Triton kernel, jax.experimental.pallas.ops.gpu.attention):
+            tiled causal forward with a fused backward pass, never materializing the [T, T] scores (NVIDIA GPU)
+    auto    cudnn where it can run, xla otherwise
+
+All take q [B, T, H, hd] and k, v [B, S, KV, hd] with KV dividing H (MHA, GQA, MQA): query head h reads kv head
+h // (H / KV), as jax.nn.dot_product_attention and Hugging Face's repeat_kv do. The Pallas kernel also runs in
+interpret mode on any backend, which is how the tests check it (forward and gradients) on a CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gptjax.config import CHOICES, ConfigError
+
+HALF = ("bfloat16", "float16")
+
+
+def resolve_attention(name: str, dtype: str = "float32") -> str:
+    """'xla' | 'cudnn' | 'pallas' | 'auto' -> the kernel to run; any error is raised here, before training."""
+    backend = jax.default_backend()
+    if name not in CHOICES["model.attention"]:
+        raise ConfigError(f"model.attention={name!r} is not one of: {', '.join(CHOICES['model.attention'])}")
+    if name == "xla":
+        return "xla"
+    if name == "auto":
+        # cuDNN's fused kernel only takes half precision; fp32 models keep the exact einsum path.
+        return "cudnn" if backend == "gpu" and dtype in HALF else "xla"
+    if backend != "gpu":
+        raise ConfigError(f"model.attention={name!r} needs an NVIDIA GPU (this machine has: {backend}); "
+                          f"use 'xla', or 'auto' to pick a fused kernel only when a GPU is present")
+    if name == "cudnn" and dtype not in HALF:
+        raise ConfigError(f"model.attention='cudnn' needs model.dtype bfloat16 or float16 (got {dtype!r}); "
+                          "use 'pallas' or 'xla', or 'auto' to pick cudnn only when it can run")
+    return name
+
+
+def xla_attention(q, k, v, *, dropout=None, deterministic: bool = True, rngs=None):
+    """The reference. Groups the H query heads into KV groups without materializing repeated k/v; query t sees
+    keys up to its own position, counting from the end (so T < S is decoding against a longer context)."""
+    B, T, H, hd = q.shape
+    S, KV = k.shape[1], k.shape[2]
+    q = q.reshape(B, T, KV, H // KV, hd)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    causal = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)
+    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)  # in float32: bf16 softmax over long rows loses the small weights
+    if dropout is not None:
+        probs = dropout(probs, deterministic=deterministic, rngs=rngs)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(B, T, H, hd)
+
+
+def cudnn_attention(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def _pallas_blocks(seq_len: int):
+    """(padded length, BlockSizes). Triton tiles must be powers of two, so short sequences get one power-of-two
+    tile and longer ones are padded to a multiple of 128."""
+    from jax.experimental.pallas.ops.gpu import attention as flash
+
+    block = 128 if seq_len >= 128 else max(16, 1 << (seq_len - 1).bit_length())
+    back = min(32, block)  # the backward kernels hold more tiles at once, so they use smaller ones
+    sizes = flash.BlockSizes(block_q=block, block_k=block, block_q_dkv=back, block_kv_dkv=back,
+                             block_q_dq=back, block_kv_dq=back)
+    return -(-seq_len // block) * block, sizes
+
+
+def pallas_attention(q, k, v, *, interpret: bool = False):
+    """Flash attention (causal) as a Pallas kernel, with its fused backward pass; T must equal S."""
+    from jax.experimental.pallas.ops.gpu import attention as flash
+
+    B, T, H, hd = q.shape
+    if k.shape[1] != T:
+        raise ValueError(f"pallas attention needs as many keys as queries (got {T} queries, {k.shape[1]} keys); "
+                         "decoding against a cache uses the xla kernel")
+    groups = H // k.shape[2]
+    if groups > 1:  # the kernel wants one kv head per query head; repeat's gradient sums the group back
+        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    padded, sizes = _pallas_blocks(T)
+    if padded != T:
+        # Padding goes at the end: causal masking keeps every real query from seeing the padded keys, and the
+        # padded queries' outputs are cut off (so they receive no gradient).
+        pad = [(0, 0), (0, padded - T), (0, 0), (0, 0)]
+        q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
+    out = flash.mha(q, k, v, None, sm_scale=1.0 / math.sqrt(hd), causal=True, block_sizes=sizes,
+                    interpret=interpret)
+    return out[:, :T]
+
+
+KERNELS = {
+    "xla": xla_attention,
+    "cudnn": cudnn_attention,
+    "pallas": pallas_attention,
+    # The Pallas kernel run by the Pallas interpreter: slow, but exact on any backend. For tests and debugging.
+    "pallas_interpret": functools.partial(pallas_attention, interpret=True),
+}
+
+
+def attention(impl: str, q, k, v, *, dropout=None, deterministic: bool = True, rngs=None):
+    """Causal attention with the named kernel (a value resolve_attention returned, or 'pallas_interpret')."""
+    if impl == "xla":
+        return xla_attention(q, k, v, dropout=dropout, deterministic=deterministic, rngs=rngs)
+    if q.shape[1] != k.shape[1]:  # fused kernels here assume aligned queries and keys; decoding steps do not
+        return xla_attention(q, k, v)
+    return KERNELS[impl](q, k, v)
