@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "data.source": ("stdlib", "text", "shards"),
+    "train.nonfinite": ("stop", "skip"),
 }
 
 
@@ -107,6 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
         seed=1337,
         sample_tokens=300,  # printed at the end of training; 0: no sample
         sample_prompt="",
+        nonfinite="stop",  # a NaN/Inf loss or gradient: stop (keeping the last checkpoint), or skip the update
+        max_consecutive_skips=10,  # with nonfinite=skip: this many skipped steps in a row stop the run
     )
     # Devices as a (data, fsdp, tensor) mesh; -1 takes the devices the other axes leave (see gptjax/sharding.py).
     c.mesh = dict(
@@ -124,8 +127,10 @@ def base_config() -> ml_collections.ConfigDict:
         heartbeat_timeout=60,  # seconds without a sign of life before a process is declared dead and the run stops
     )
     c.checkpoint = dict(
-        every=0,  # 0: only at the end of training
-        keep=2,
+        every=0,  # 0: only at the end of training (and when a signal stops the run)
+        keep=2,  # the newest checkpoints kept; older ones are deleted
+        keep_best=False,  # also keep the checkpoint with the lowest validation loss, in RUN/checkpoints_best
+        init_from=_optional(str),  # start from another run's weights (RUN or RUN/checkpoints/STEP): fine-tuning
     )
     c.lock()  # assigning an unknown key now raises instead of adding it
     return c
@@ -277,7 +282,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _positive(m, "model", ("block_size", "num_layers", "num_heads", "d_model"))
     _positive(t, "train", ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"))
     _non_negative(m, "model", ("vocab_size", "num_kv_heads", "d_ff"))
-    _non_negative(t, "train", ("eval_every", "sample_tokens"))
+    _non_negative(t, "train", ("eval_every", "sample_tokens", "max_consecutive_skips"))
     _non_negative(o, "optim", ("warmup_steps", "decay_steps", "weight_decay", "grad_clip"))
     _non_negative(cfg.checkpoint, "checkpoint", ("every",))
     if cfg.checkpoint.keep < 1:

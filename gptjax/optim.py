@@ -43,7 +43,9 @@ def build_optimizer(optim_cfg, total_steps: int, params: nnx.State) -> optax.Gra
     schedule = lr_schedule(optim_cfg, total_steps)
     mask = weight_decay_mask(params, optim_cfg.decay_embeddings)
     # The mask has Variables as nodes; optax sees the same structure through the State pytree.
-    parts = [optax.clip_by_global_norm(optim_cfg.grad_clip)] if optim_cfg.grad_clip > 0 else []
+    # Clipping stays in the chain when off (an infinite bound), so the optimizer state has the same structure
+    # whatever grad_clip is, and a run can resume with it changed.
+    parts = [optax.clip_by_global_norm(optim_cfg.grad_clip if optim_cfg.grad_clip > 0 else float("inf"))]
     parts.append(
         optax.adamw(
             learning_rate=schedule,

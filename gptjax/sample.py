@@ -97,6 +97,7 @@ def prompt_ids(tokenizer, prompt: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gptjax.checkpoint import CheckpointError
     from gptjax.config import ConfigError
     from gptjax.state import load_run
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = load_run(Path(args.workdir))
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tokens = generate(run.graphdef, run.params, prompt_ids(run.tokenizer, args.prompt),

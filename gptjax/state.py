@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from gptjax.checkpoint import Checkpoints
-from gptjax.config import load_config
+from gptjax.config import ConfigError, load_config
 from gptjax.model import GPT, ModelConfig
 from gptjax.optim import build_optimizer, lr_schedule
 from gptjax.sharding import make_mesh, state_shardings
@@ -34,6 +34,14 @@ class Setup:
     abstract_state: TrainState  # shapes and dtypes only
     mesh: jax.sharding.Mesh
     shardings: TrainState  # where each part of the state lives on the mesh
+
+    def target(self) -> TrainState:
+        """The state as ShapeDtypeStructs carrying this mesh's shardings: what a checkpoint is restored into, so a
+        checkpoint saved on any mesh lands directly in this one's shards."""
+        def with_sharding(sharding, subtree):
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), subtree)
+
+        return jax.tree.map(with_sharding, self.shardings, self.abstract_state)
 
     def init(self, seed: int) -> TrainState:
         """A fresh state: GPT-2 initialization from `seed`, zero optimizer moments, step 0; each array is created
@@ -59,6 +67,17 @@ def setup(cfg: ml_collections.ConfigDict, model_config: ModelConfig, mesh: jax.s
                  state_shardings(abstract_state, mesh))
 
 
+def _fit_mesh(mesh_cfg) -> dict:
+    """The run's mesh if it fits the devices here; otherwise (a run trained on 8 devices, read on 1) data
+    parallelism over whatever devices there are: reading weights works on any mesh."""
+    sizes = {axis: mesh_cfg[axis] for axis in ("data", "fsdp", "tensor")}
+    try:
+        make_mesh(sizes)
+        return sizes
+    except ConfigError:
+        return dict(data=-1, fsdp=1, tensor=1)
+
+
 @dataclasses.dataclass
 class Run:
     """A trained run, ready to sample from or evaluate."""
@@ -75,7 +94,9 @@ class Run:
         return nnx.merge(self.graphdef, self.params)
 
 
-def load_run(run_dir: Path, step: int | None = None) -> Run:
+def load_run(run_dir: Path, step: int | None = None, *, best: bool = False, mesh=None) -> Run:
+    """A trained run's weights (latest checkpoint, or `step`, or with best=True the lowest validation loss), placed
+    on `mesh` (default: every device, as the run's mesh config says), whatever mesh it was trained on."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
@@ -83,10 +104,12 @@ def load_run(run_dir: Path, step: int | None = None) -> Run:
     cfg = load_config(config_path)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
-    built = setup(cfg, model_config)
-    checkpoints = Checkpoints(run_dir)
-    if checkpoints.latest_step() is None:
+    built = setup(cfg, model_config, mesh if mesh is not None else make_mesh(_fit_mesh(cfg.mesh)))
+    if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir}/checkpoints holds no checkpoint yet: train (or resume) the run first")
-    state = checkpoints.restore(built.abstract_state, step)
-    checkpoints.close()
+    checkpoints = Checkpoints(run_dir, read_only=True)
+    try:
+        state, _ = checkpoints.restore(built.target(), step, best=best)
+    finally:
+        checkpoints.close()
     return Run(cfg, model_config, tokenizer, built.graphdef, state.params, int(state.step))

@@ -37,11 +37,14 @@ def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    grad_accum: int, seed: int, state_shardings=None, batch_sharding=None) -> Callable:
+                    grad_accum: int, seed: int, state_shardings=None, batch_sharding=None,
+                    skip_nonfinite: bool = False) -> Callable:
     """Returns train_step(state, batch) -> (state, metrics); batch is int32 [batch_size, block_size + 1].
 
     With shardings given, the state keeps its placement across steps and the batch is split as batch_sharding
-    says; the math is the same on one device or many."""
+    says; the math is the same on one device or many. skip_nonfinite: a step whose loss, gradient or updated
+    parameters are not finite leaves parameters and optimizer state as they were (only the step count moves on, and with it the
+    data) and reports metrics['skipped'] = 1."""
     grad_fn = jax.value_and_grad(make_loss_fn(graphdef))
     base_key = jax.random.key(seed)
 
@@ -64,8 +67,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": param_norm, "lr": schedule(state.step)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        if skip_nonfinite:
+            ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+            unchanged = state.replace(step=state.step + 1)
+            new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, unchanged)
+            metrics["skipped"] = (~ok).astype(jnp.int32)
+        return new_state, metrics
 
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0)

@@ -4,17 +4,22 @@
     python -m gptjax.train --config configs/shakespeare_char_cpu.py --workdir runs/baby
     python -m gptjax.train --config configs/gpt2_small.py --config.train.batch_size=8
 
-Running it again on the same --workdir continues from the latest checkpoint. The run directory holds:
-config.yaml (the resolved config: `--config RUN/config.yaml` repeats the run), tokenizer/, data/ (token shards),
-checkpoints/, and metrics.jsonl (one JSON object per line: `loss` on training lines, `val_loss` on evaluation lines).
+Running it again on the same --workdir continues from the latest checkpoint, exactly; SIGTERM or Ctrl-C saves a
+checkpoint and exits 0. The run directory holds config.yaml (the resolved config: `--config RUN/config.yaml`
+repeats the run), tokenizer/, data/ (token shards), checkpoints/, and metrics.jsonl (one JSON object per line:
+`loss` on training lines, `val_loss` on evaluation lines). docs/run_directory.md has the details.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +29,7 @@ import numpy as np
 import yaml
 
 from gptjax import distributed, sharding
-from gptjax.checkpoint import Checkpoints
+from gptjax.checkpoint import CheckpointError, Checkpoints
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.loader import WindowLoader, eval_batches
@@ -33,7 +38,7 @@ from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
 from gptjax.flops import flops_per_token, reference_peak
 from gptjax.model import ModelConfig, count_params
 from gptjax.sample import generate, prompt_ids
-from gptjax.state import setup
+from gptjax.state import Setup, load_run, setup
 from gptjax.step import make_eval_step, make_train_step
 from gptjax.tokenizer import Tokenizer, TokenizerError, build_tokenizer, load_tokenizer
 
@@ -46,23 +51,59 @@ class TrainingError(RuntimeError):
 # Run directory and data
 
 
+# Model keys that change how the model runs, not what its parameters are: a run may continue with them changed.
+RUNTIME_MODEL_KEYS = ("attention", "remat", "scan_layers", "dtype", "dropout", "attn_dropout")
+
+
 def check_resumable(run_dir: Path, cfg: ml_collections.ConfigDict) -> None:
-    """A run directory may be continued with a changed schedule, but not with a different model or data."""
+    """A run directory may be continued with a changed schedule, mesh or kernel, but not with a different model
+    or different data."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists() or not (run_dir / "tokenizer").exists():
         return  # nothing was built from the saved config yet (e.g. its data could not be read): start afresh
-    saved = yaml.safe_load(saved_path.read_text())
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{saved_path} cannot be read ({e}); restore it, or use a new --workdir") from None
     new = cfg.to_dict()
     for section in ("model", "data"):
         for key, value in new[section].items():
+            if section == "model" and key in RUNTIME_MODEL_KEYS:
+                continue
             if saved.get(section, {}).get(key, value) != value:
                 raise ConfigError(
                     f"{run_dir} holds a run with {section}.{key}={saved[section][key]!r}, not {value!r}; "
-                    "use a new --workdir (or the saved config: --config {run_dir}/config.yaml)")
-    changed = [f"{s}.{k}: {saved[s][k]!r} -> {v!r}" for s in ("optim", "train", "checkpoint")
-               for k, v in new[s].items() if s in saved and saved[s].get(k, v) != v]
+                    f"use a new --workdir (or the saved config: --config {run_dir}/config.yaml)")
+    changed = [f"{s}.{k}: {saved[s][k]!r} -> {v!r}"
+               for s in ("model", "optim", "train", "mesh", "distributed", "checkpoint")
+               for k, v in new[s].items()
+               if s in saved and saved[s].get(k, v) != v and (s != "model" or k in RUNTIME_MODEL_KEYS)]
     if changed:
         print(f"continuing {run_dir} with changed settings: {'; '.join(changed)}")
+
+
+def ensure_writable(run_dir: Path) -> None:
+    """Fails at start, before any work, when the run directory cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to the run directory {run_dir}: {e.strerror or e}; choose a writable "
+                            "--workdir") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A file is either its old or its new content, never half of one (a full disk, a kill)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(f"cannot write {path}: {e.strerror or e}; free disk space or choose a writable "
+                            "--workdir") from None
 
 
 def parse_mixture(spec: str) -> dict[str, tuple[Path, float | None]]:
@@ -128,10 +169,23 @@ def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to RUN/metrics.jsonl (flushed each line, so a crash loses nothing)."""
+    """Appends one JSON object per line to RUN/metrics.jsonl (flushed each line, so a crash loses nothing).
 
-    def __init__(self, path: Path | None):
+    Resuming from step N first drops the lines of steps after N (written before a crash, and about to be
+    trained again), so the file always reads as one run."""
+
+    def __init__(self, path: Path | None, resume_step: int = 0):
+        if path and resume_step and path.exists():
+            kept = [line for line in path.read_text().splitlines() if self._step(line) <= resume_step]
+            write_atomically(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a") if path else None  # None: not the writing process
+
+    @staticmethod
+    def _step(line: str) -> float:
+        try:
+            return json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            return math.inf  # a line cut short by a crash: dropped
 
     def write(self, **record) -> None:
         if self.file:
@@ -143,12 +197,49 @@ class MetricsLog:
             self.file.close()
 
 
+class StopRequest:
+    """SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C): the run finishes its step, saves a checkpoint and
+    exits 0; a second signal stops at once. With several processes, JAX's preemption service (which watches
+    SIGTERM on every host) makes all of them stop after the same step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self.multi_process = jax.process_count() > 1
+        self._previous = {}
+        if not self.multi_process and threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # asked twice: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received}: finishing this step and saving a checkpoint (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, step: int) -> bool:
+        if self.multi_process:
+            from jax.experimental import multihost_utils
+
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.received = "SIGTERM"
+        return self.received is not None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 
 
 def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
-    """Trains (or continues) the run in run_dir; returns the final metrics."""
+    """Trains (or continues) the run in run_dir; returns the final metrics (with `stopped_at` if a signal stopped
+    it early)."""
     run_dir = Path(run_dir)
     distributed.initialize(cfg.distributed)
     main_process = distributed.is_main()
@@ -161,14 +252,19 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
                           f"multiple of {data_parallel * t.grad_accum}")
     if main_process:  # one writer for the run directory's shared files; the others wait for it
         check_resumable(run_dir, cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        ensure_writable(run_dir)
+        if not (run_dir / "config.yaml").exists():  # a resumed run's copy is replaced once its checkpoint loads
+            write_atomically(run_dir / "config.yaml", to_yaml(cfg))
         data = prepare_data(cfg, run_dir)
     distributed.barrier("data prepared")
     if not main_process:
         data = prepare_data(cfg, run_dir, write=False)
     tokenizer, train_sources, val_sources, weights = data
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
+    processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights,
+                          **processes)
+    check_vocabulary(loader, val_sources, model_config, tokenizer)
     built = setup(cfg, model_config, mesh)
 
     n_params = count_params(model_config)
@@ -179,22 +275,37 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     state_bytes = sharding.bytes_per_device(built.abstract_state, built.shardings)
     print(f"mesh: {dict(built.mesh.shape)}; parameters + optimizer state per device: {state_bytes / 2**20:,.1f} MiB")
 
-    checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every)
-    state = built.init(t.seed)
+    checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every,
+                              keep_best=cfg.checkpoint.keep_best)
     start = checkpoints.latest_step() or 0
-    if start:
-        state = checkpoints.restore(state)
-        print(f"resumed from {checkpoints.directory}/{start}")
+    try:
+        if start:
+            state, meta = checkpoints.restore(built.target())
+            start = int(state.step)
+            print(f"resumed from {checkpoints.directory}/{start}")
+            if meta.get("data") and meta["data"] != loader.state(start):
+                print(f"warning: the data differs from when step {start} was saved ({meta['data']} then, "
+                      f"{loader.state(start)} now); training goes on, but not as an uninterrupted run would",
+                      file=sys.stderr)
+            if cfg.checkpoint.init_from:
+                print(f"note: checkpoint.init_from is only used when a run starts; continuing from step {start}")
+        else:
+            state = built.init(t.seed)
+            if cfg.checkpoint.init_from:
+                state = state.replace(params=init_params(cfg.checkpoint.init_from, built, tokenizer))
+    except BaseException:
+        checkpoints.close()
+        raise
+    if main_process and start:
+        write_atomically(run_dir / "config.yaml", to_yaml(cfg))  # the run's settings from here on
     if start >= t.steps:
         print(f"{run_dir} already trained {start} steps (train.steps={t.steps}); raise train.steps to continue")
 
     batch_sharding = sharding.batch_sharding(built.mesh)
     train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
-                                 state_shardings=built.shardings, batch_sharding=batch_sharding)
+                                 state_shardings=built.shardings, batch_sharding=batch_sharding,
+                                 skip_nonfinite=t.nonfinite == "skip")
     eval_step = make_eval_step(built.graphdef, built.shardings.params, batch_sharding)
-    processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights,
-                          **processes)
     if len(train_sources) > 1 and main_process:
         for row in loader.describe(t.steps):
             print(f"data: {row['source']}: weight {row['weight']:.2f}, {row['tokens']:,} tokens, "
@@ -207,11 +318,14 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     def to_device(rows):  # this process's rows of the global batch -> the global, sharded batch
         return jax.make_array_from_process_local_data(batch_sharding, rows)
 
+    def meta(step: int) -> dict:  # what a checkpoint records besides the arrays (see gptjax.checkpoint)
+        return {"seed": t.seed, "dropout_key": "fold_in(key(train.seed), step)", "data": loader.state(step),
+                "init_from": cfg.checkpoint.init_from}
 
     tokens_per_step = t.batch_size * model_config.block_size
     flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
     peak, peak_source = reference_peak(model_config.dtype)
-    log = MetricsLog(run_dir / "metrics.jsonl" if main_process else None)
+    log = MetricsLog(run_dir / "metrics.jsonl" if main_process else None, resume_step=start)
     progress = Progress(log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints)
     cfg_dict = cfg.to_dict()
 
@@ -229,13 +343,16 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
             result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
         log.write(step=step, **result)
         per_source = "".join(f" | {name} {loss:.4f}" for name, loss in losses.items()) if len(losses) > 1 else ""
-        print(f"step {step:>6} | val loss {result['val_loss']:.4f}{per_source}")
+        best = step > 0 and math.isfinite(result["val_loss"]) and checkpoints.save_if_best(
+            step, result["val_loss"], state, cfg_dict, meta(step))
+        print(f"step {step:>6} | val loss {result['val_loss']:.4f}{per_source}{' (best so far: saved)' if best else ''}")
         return result
 
     final: dict = {}
     if start == 0 and t.eval_every:
         evaluate(0)
     pending = None  # (step, metrics still on the device): read one step late, so the host never stalls the device
+    stop = StopRequest()
     try:
         batches = loader.iterate(start)
         if start < t.steps:
@@ -248,24 +365,68 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
             if pending is not None:
                 final = progress.record(*pending)
             pending = (step, metrics)
-            checkpoint_due = checkpoints.due(step) or step == t.steps
-            if checkpoint_due:  # never save a state whose loss has not been seen to be finite
-                final, pending = progress.record(*pending), None
-                checkpoints.save(step, state, cfg_dict)
+            stopping = stop.requested(step)
+            if checkpoints.due(step) or step == t.steps or stopping:
+                final, pending = progress.record(*pending), None  # never save a state not seen to be finite
+                checkpoints.save(step, state, cfg_dict, meta(step))
+            if stopping:
+                checkpoints.wait()
+                print(f"stopped by {stop.received} after step {step}; checkpoint saved in "
+                      f"{checkpoints.directory}/{step}; run the same command to resume")
+                final["stopped_at"] = step
+                break
             if (t.eval_every and step % t.eval_every == 0) or step == t.steps:
                 final.update(evaluate(step))
         if pending is not None:
             final = progress.record(*pending)
     finally:
-        checkpoints.close()
-        log.close()
+        stop.restore()
+        try:
+            checkpoints.close()
+        finally:
+            log.close()
 
-    if t.sample_tokens:  # every process takes part in decoding (the parameters are spread over all of them)
+    if t.sample_tokens and "stopped_at" not in final:  # every process decodes (the parameters are spread over all)
         sample = generate(built.graphdef, state.params, prompt_ids(tokenizer, t.sample_prompt),
                           block_size=model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed)
         if main_process:
             print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
     return final
+
+
+def check_vocabulary(loader: WindowLoader, val_sources: dict, model_config: ModelConfig, tokenizer: Tokenizer) -> None:
+    """Token ids the embedding table does not have would be read as garbage (XLA clamps gathers), not fail."""
+    biggest = max([loader.max_token_id()] + [s.max_token_id() for shards in val_sources.values() for s in shards])
+    if biggest >= model_config.vocab_size:
+        raise DataError(f"the data holds token id {biggest}, beyond the model's vocabulary of "
+                        f"{model_config.vocab_size} ({tokenizer.name}): the shards were written with another "
+                        "tokenizer; set data.tokenizer to that one (or save it as tokenizer/ beside the shards)")
+
+
+def init_params(source: str, built: Setup, tokenizer: Tokenizer):
+    """checkpoint.init_from: the weights of another run (RUN, or RUN/checkpoints/STEP), for fine-tuning; the
+    optimizer starts afresh. The architecture and the tokenizer must be the same."""
+    path = Path(source)
+    step = None
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        path, step = path.parent.parent, int(path.name)
+    if not (path / "config.yaml").exists():
+        raise ConfigError(f"checkpoint.init_from={source} is not a run directory (with config.yaml and "
+                          "checkpoints/) or a RUN/checkpoints/STEP directory")
+    try:
+        other = load_run(path, step, mesh=built.mesh)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise ConfigError(f"checkpoint.init_from={source}: {e}") from None
+    mine, theirs = dataclasses.asdict(built.model_config), dataclasses.asdict(other.model_config)
+    for key, value in mine.items():
+        if key not in RUNTIME_MODEL_KEYS and theirs[key] != value:
+            raise ConfigError(f"checkpoint.init_from={source} holds a model with model.{key}={theirs[key]!r}, but "
+                              f"this config has {value!r}; use the same architecture to start from its weights")
+    if other.tokenizer != tokenizer:
+        raise ConfigError(f"checkpoint.init_from={source} was trained with the {other.tokenizer.name} tokenizer, "
+                          f"but this run's data uses {tokenizer.name}; tokenize the data with the same tokenizer")
+    print(f"initialized from {path} step {other.step} (weights only; the optimizer starts afresh)")
+    return other.params
 
 
 class Progress:
@@ -276,6 +437,14 @@ class Progress:
         self.tokens_per_step, self.flops_per_step = tokens_per_step, flops_per_step
         self.peak, self.peak_source = peak, peak_source
         self.interval_start, self.interval_steps = time.perf_counter(), 0
+        self.skipped = self.skipped_in_a_row = 0
+
+    def _nonfinite_message(self, step: int, metrics: dict, note: str = "") -> str:
+        kept = self.checkpoints.latest_step()
+        what = next(k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(metrics[k]))
+        return (f"{what.replace('_', ' ')} became {metrics[what]} at step {step}{note}; "
+                + (f"the checkpoint of step {kept} is kept" if kept else "no checkpoint was saved")
+                + "; lower optim.lr or raise optim.warmup_steps (or set train.nonfinite=skip to skip such steps)")
 
     def exclude(self, seconds: float) -> None:
         """Leaves time spent outside training steps (compilation, evaluation) out of the throughput."""
@@ -284,19 +453,29 @@ class Progress:
     def record(self, step: int, metrics) -> dict:
         metrics = {k: float(distributed.fetch(v)) for k, v in metrics.items()}
         self.interval_steps += 1
-        if not math.isfinite(metrics["loss"]):
-            kept = self.checkpoints.latest_step()
-            raise TrainingError(
-                f"loss became {metrics['loss']} at step {step}; "
-                + (f"the checkpoint of step {kept} is kept" if kept else "no checkpoint was saved")
-                + "; lower optim.lr or raise optim.warmup_steps")
+        finite = all(math.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm"))
+        if metrics.get("skipped"):  # train.nonfinite='skip': the step left the state as it was
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            print(f"step {step}: loss {metrics['loss']}, grad norm {metrics['grad_norm']}, param norm "
+                  f"{metrics['param_norm']}: update skipped "
+                  f"({self.skipped} so far)", file=sys.stderr, flush=True)
+            if self.skipped_in_a_row > self.t.max_consecutive_skips:
+                raise TrainingError(self._nonfinite_message(
+                    step, metrics, f", {self.skipped_in_a_row} skipped steps in a row (train.max_consecutive_skips="
+                                   f"{self.t.max_consecutive_skips})"))
+        elif not finite:
+            raise TrainingError(self._nonfinite_message(step, metrics))
+        else:
+            self.skipped_in_a_row = 0
         if step % self.t.log_every and step != self.t.steps:
             return metrics
         elapsed = time.perf_counter() - self.interval_start
         tokens_per_sec = self.tokens_per_step * self.interval_steps / elapsed
         mfu = self.flops_per_step * self.interval_steps / elapsed / self.peak
+        extra = {"skipped_steps": self.skipped} if self.skipped else {}
         self.log.write(step=step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
-                       tokens_per_sec=round(tokens_per_sec, 1), mfu=round(mfu, 4))
+                       param_norm=metrics["param_norm"], tokens_per_sec=round(tokens_per_sec, 1), mfu=round(mfu, 4), **extra)
         print(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
               f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}", flush=True)
         self.interval_start, self.interval_steps = time.perf_counter(), 0
@@ -340,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except TrainingError as e:
+    except (TrainingError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -78,3 +78,31 @@ def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_path):
     finally:
         for p in procs:
             p.kill()
+
+
+def test_sigterm_to_one_process_stops_all_after_the_same_step(tmp_path):
+    """A preempted host: JAX's preemption service tells every process, they agree on a step, save, and exit 0."""
+    import re
+    import signal
+    import time
+
+    port = free_port()
+    args = [a for a in TINY if "train.steps" not in a] + ["--config.train.steps=100000"]
+    logs = [tmp_path / f"p{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "run"), *args,
+         f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2",
+         f"--config.distributed.process_id={i}"], cwd=REPO, env=env(2), stdout=open(logs[i], "w"),
+        stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        deadline = time.time() + 300
+        while "step     15/" not in logs[1].read_text():
+            assert time.time() < deadline and procs[1].poll() is None, logs[1].read_text()[-2000:]
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=120) for p in procs] == [0, 0], logs[0].read_text()[-2000:]
+        stopped = [re.search(r"stopped by SIGTERM after step (\d+)", log.read_text()).group(1) for log in logs]
+        assert stopped[0] == stopped[1] and (tmp_path / "run" / "checkpoints" / stopped[0]).is_dir()
+    finally:
+        for p in procs:
+            p.kill()

@@ -109,6 +109,17 @@ class WindowLoader:
         options = grain.ReadOptions(num_threads=num_threads if prefetch > 0 else 0, prefetch_buffer_size=prefetch)
         return iter(self._batches[start_step:].to_iter_dataset(options))
 
+    def state(self, next_step: int) -> dict:
+        """The loader's position as JSON: batches are a pure function of (seed, step), so the next step is the whole
+        iterator state; the rest identifies the data, so a resumed run can tell that it reads what it read before."""
+        return dict(next_step=next_step, seed=self.seed, seq_len=self.seq_len, batch_size=self.batch_size,
+                    sources={s.name: s.num_tokens for s in self.sources},
+                    weights=[round(float(w), 6) for w in self.weights])
+
+    def max_token_id(self) -> int:
+        """The largest token id in any source (read once, in chunks)."""
+        return max(shard.max_token_id() for s in self.sources for shard in s.shards)
+
     def describe(self, steps: int) -> list[dict]:
         """Per source: tokens, weight, and the epochs of it that `steps` steps will read (reported before training)."""
         tokens_read = steps * self.batch_size * self.seq_len

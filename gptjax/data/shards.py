@@ -134,6 +134,13 @@ class TokenShard:
     def __len__(self) -> int:
         return self.num_tokens
 
+    def max_token_id(self, chunk: int = 1 << 26) -> int:
+        """The largest id in the shard (-1 if empty); scanned in chunks, so a large shard costs no RAM."""
+        if not hasattr(self, "_max_id"):
+            self._max_id = max((int(self.tokens[i:i + chunk].max()) for i in range(0, self.num_tokens, chunk)),
+                               default=-1)
+        return self._max_id
+
     # A pickled memmap would carry a copy of the whole file; a worker process reopens it by path instead.
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "tokens"}
