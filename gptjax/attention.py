@@ -43,15 +43,20 @@ def resolve_attention(name: str, dtype: str = "float32") -> str:
     return name
 
 
-def xla_attention(q, k, v, *, dropout=None, deterministic: bool = True, rngs=None):
-    """The reference. Groups the H query heads into KV groups without materializing repeated k/v; query t sees
-    keys up to its own position, counting from the end (so T < S is decoding against a longer context)."""
+def xla_attention(q, k, v, *, mask=None, dropout=None, deterministic: bool = True, rngs=None):
+    """The reference. Groups the H query heads into KV groups without materializing repeated k/v. By default query
+    t sees keys up to its own position, counting from the end (so T < S is decoding against a longer context);
+    mask [B, T, S] (True: query t may read key s) replaces that triangle, for rows of a batch that sit at
+    different positions of a KV cache."""
     B, T, H, hd = q.shape
     S, KV = k.shape[1], k.shape[2]
     q = q.reshape(B, T, KV, H // KV, hd)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    causal = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)
-    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    if mask is None:
+        mask = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)
+    else:
+        mask = mask[:, None, None]  # over the kv heads and their query groups
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)  # in float32: bf16 softmax over long rows loses the small weights
     if dropout is not None:
         probs = dropout(probs, deterministic=deterministic, rngs=rngs)

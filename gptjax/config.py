@@ -108,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
         seed=1337,
         sample_tokens=300,  # printed at the end of training; 0: no sample
         sample_prompt="",
+        # Benchmark tasks scored at every evaluation, "TASK:PATH[:LIMIT],...": e.g. "hellaswag:eval/hs.jsonl:200,
+        # custom:legal_mc.jsonl" (tasks: hellaswag, winogrande, mmlu, lambada, custom; see gptjax.evaluate).
+        eval_tasks="",
         nonfinite="stop",  # a NaN/Inf loss or gradient: stop (keeping the last checkpoint), or skip the update
         max_consecutive_skips=10,  # with nonfinite=skip: this many skipped steps in a row stop the run
     )

@@ -9,18 +9,22 @@ else: mapping those to mesh axes is the sharding code's business, so the math be
 Parameter paths (for checkpoints and conversions): wte, wpe, blocks.{ln_1, attn.{qkv, out, q_norm, k_norm},
 ln_2, mlp.{up, gate, down}}, ln_f, lm_head. Every blocks.* array has a leading [num_layers] axis: layer i is
 slice i, whether the forward pass loops over the layers or unrolls them (model.scan_layers).
+
+Decoding passes a KVCache (every layer's keys and values, stacked like the parameters) and the slot where the new
+tokens go; the call then also returns the updated cache. Without a cache the training path runs unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gptjax.attention import attention, resolve_attention
+from gptjax.attention import attention, resolve_attention, xla_attention
 from gptjax.config import CHOICES, ConfigError
 
 
@@ -151,6 +155,27 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
+class KVCache(NamedTuple):
+    """Keys and values of every layer for decoding: k, v [num_layers, batch, max_len, kv_heads, head_dim], in
+    the compute dtype (after RoPE, so cached keys are never rotated again). Slot s of a row holds that row's token
+    at position s; which slots are filled is the caller's to track (the `cache_index` passed to GPT.__call__)."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @classmethod
+    def zeros(cls, cfg: "ModelConfig", batch: int, max_len: int) -> "KVCache":
+        if cfg.position == "learned" and max_len > cfg.block_size:
+            raise ValueError(f"a cache of {max_len} positions is longer than the learned position table "
+                             f"(model.block_size={cfg.block_size})")
+        shape = (cfg.num_layers, batch, max_len, cfg.kv_heads, cfg.head_dim)
+        return cls(jnp.zeros(shape, jnp.dtype(cfg.dtype)), jnp.zeros(shape, jnp.dtype(cfg.dtype)))
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, impl: str, *, rngs: nnx.Rngs):
         self.cfg, self.impl = cfg, impl
@@ -165,7 +190,9 @@ class Attention(nnx.Module):
             self.k_norm = _norm(cfg, hd, rngs=rngs, rms=True)
         self.attn_drop = nnx.Dropout(cfg.attn_dropout)
 
-    def __call__(self, x, rope, *, deterministic: bool, rngs):
+    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None):
+        """past: None (training), or (cached k, cached v, mask [B, T, S + T]) of this layer; then the result is
+        (output, (k, v) of the new tokens), and writing those into the cache is the caller's job."""
         B, T, _ = x.shape
         H, KV, hd = self.cfg.num_heads, self.cfg.kv_heads, self.cfg.head_dim
         q, k, v = jnp.split(self.qkv(x), [H * hd, (H + KV) * hd], axis=-1)
@@ -174,8 +201,14 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = attention(self.impl, q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
-        return self.out(y.reshape(B, T, H * hd))
+        if past is None:
+            y = attention(self.impl, q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
+            return self.out(y.reshape(B, T, H * hd))
+        # The new tokens read the cached slots and themselves; the reference kernel takes any mask, which is
+        # what decoding needs (the fused kernels are for training's aligned, causal square).
+        past_k, past_v, mask = past
+        y = xla_attention(q, jnp.concatenate([past_k, k], axis=1), jnp.concatenate([past_v, v], axis=1), mask=mask)
+        return self.out(y.reshape(B, T, H * hd)), (k, v)
 
 
 class MLP(nnx.Module):
@@ -207,20 +240,28 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout)
 
-    def __call__(self, x, rope, *, deterministic: bool, rngs):
+    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None):
+        """past: see Attention; with it the result is (x, this layer's new (k, v))."""
         kw = dict(deterministic=deterministic, rngs=rngs)
+        new_kv = None
 
         def attn(h):
-            return self.drop(self.attn(h, rope, **kw), **kw)
+            nonlocal new_kv
+            y = self.attn(h, rope, past=past, **kw)
+            if past is not None:
+                y, new_kv = y
+            return self.drop(y, **kw)
 
         def mlp(h):
             return self.drop(self.mlp(h), **kw)
 
         if self.pre:  # the residual stream is never normalized, so gradients reach early layers unchanged
             x = x + attn(self.ln_1(x))
-            return x + mlp(self.ln_2(x))
-        x = self.ln_1(x + attn(x))  # post-norm: the original Transformer / BERT arrangement
-        return self.ln_2(x + mlp(x))
+            x = x + mlp(self.ln_2(x))
+        else:
+            x = self.ln_1(x + attn(x))  # post-norm: the original Transformer / BERT arrangement
+            x = self.ln_2(x + mlp(x))
+        return x if past is None else (x, new_kv)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -256,11 +297,29 @@ class GPT(nnx.Module):
             self.lm_head = _linear(cfg, cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, bias=False)
 
     def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
-        """tokens int32 [B, T] -> logits float32 [B, T, vocab]. positions [B, T] or [T] default to arange(T)."""
+                 rngs: nnx.Rngs | None = None, cache: KVCache | None = None, cache_index: jax.Array | None = None):
+        """tokens int32 [B, T] -> logits float32 [B, T, vocab]. positions [B, T] or [T] default to arange(T).
+
+        Decoding: with `cache` (a KVCache) and `cache_index` (int [B] or a scalar: the slot of each row's first
+        new token, which is also its position) the new tokens read the row's slots before cache_index plus
+        themselves (causally), are written into slots [cache_index, cache_index + T), and the call returns
+        (logits, updated cache). The caller keeps cache_index + T <= cache.max_len: a traced index cannot be
+        checked here, and an update past the end would be clamped onto the last slots."""
         cfg = self.cfg
-        T = tokens.shape[-1]
-        if positions is None:
+        B, T = tokens.shape
+        if cache is not None:
+            if positions is not None or cache_index is None:
+                raise ValueError("with a cache, pass cache_index (the positions are cache_index + arange(T)), "
+                                 "not positions")
+            start = jnp.broadcast_to(jnp.asarray(cache_index, jnp.int32), (B,))
+            positions = start[:, None] + jnp.arange(T, dtype=jnp.int32)
+            # Query t of row b reads cached slots s < start[b] (the row's history; later slots are stale or
+            # padding) and the new tokens up to itself.
+            history = jnp.arange(cache.max_len, dtype=jnp.int32)[None, None, :] < start[:, None, None]
+            causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+            mask = jnp.concatenate([jnp.broadcast_to(history, (B, T, cache.max_len)),
+                                    jnp.broadcast_to(causal, (B, T, T))], axis=-1)
+        elif positions is None:
             if T > cfg.block_size:  # past the table, a lookup would silently read garbage
                 raise ValueError(f"sequence length {T} exceeds model.block_size={cfg.block_size}")
             positions = jnp.arange(T, dtype=jnp.int32)
@@ -274,10 +333,11 @@ class GPT(nnx.Module):
 
         # Layers run as pure functions of their parameters (split out, merged back inside), so jax.checkpoint and
         # lax.scan apply directly, and the model also works when a jitted function closes over it.
-        def layer(graphdef, params, x, key):
+        def layer(graphdef, params, x, key, past_kv):
             block = nnx.merge(graphdef, params)
+            past = None if past_kv is None else (*past_kv, mask)
             return block(x, rope, deterministic=deterministic,
-                         rngs=None if key is None else nnx.Rngs(dropout=key))
+                         rngs=None if key is None else nnx.Rngs(dropout=key), past=past)
 
         if cfg.remat != "none":  # keep only each block's input (full) or also its matmul outputs (dots)
             layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], static_argnums=0)
@@ -285,16 +345,34 @@ class GPT(nnx.Module):
         graphdef, stacked = nnx.split(self.blocks)
 
         def scan_step(x, layer_inputs):
-            params, key = layer_inputs
-            return layer(graphdef, params, x, key), None
+            if cache is None:
+                params, key = layer_inputs
+                return layer(graphdef, params, x, key, None), None
+            params, key, layer_kv = layer_inputs
+            return layer(graphdef, params, x, key, layer_kv)  # (x, this layer's new k, v): stacked by the scan
 
         # scan_layers: XLA compiles one layer and loops over the slices, so compile time does not grow with depth.
         # Otherwise the loop is unrolled into num_layers copies, which small models on a CPU run a little faster.
-        x, _ = jax.lax.scan(scan_step, x, (stacked, keys), unroll=not cfg.scan_layers)
+        # A cache's k and v are scanned with the parameters: layer i reads slice i.
+        layer_inputs = (stacked, keys) if cache is None else (stacked, keys, (cache.k, cache.v))
+        x, new_kv = jax.lax.scan(scan_step, x, layer_inputs, unroll=not cfg.scan_layers)
         if cfg.norm_position == "pre":
             x = self.ln_f(x)
         logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)
-        return logits.astype(jnp.float32)  # the loss wants fp32 whatever the compute dtype
+        logits = logits.astype(jnp.float32)  # the loss wants fp32 whatever the compute dtype
+        if cache is None:
+            return logits
+        return logits, KVCache(*(_write_slots(c, new, start) for c, new in zip(cache, new_kv)))
+
+
+def _write_slots(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """cache [L, B, S, KV, hd] with new [L, B, T, KV, hd] written at slots start[b]..start[b]+T-1 of each row b.
+    One update of the whole stack after the layer scan (not one per layer inside it), which a decode loop that
+    carries the cache can do in place."""
+    def one_row(row_cache, row_new, row_start):  # [L, S, KV, hd], [L, T, KV, hd], scalar
+        return jax.lax.dynamic_update_slice_in_dim(row_cache, row_new.astype(row_cache.dtype), row_start, axis=1)
+
+    return jax.vmap(one_row, in_axes=(1, 1, 0), out_axes=1)(cache, new, start)
 
 
 def count_params(cfg: ModelConfig, *, non_embedding: bool = False) -> int:

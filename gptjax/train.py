@@ -38,7 +38,7 @@ from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
 from gptjax.flops import flops_per_token, reference_peak
 from gptjax.model import ModelConfig, count_params
 from gptjax.sample import generate, prompt_ids
-from gptjax.state import Setup, load_run, setup
+from gptjax.state import Run, Setup, load_run, setup
 from gptjax.step import make_eval_step, make_train_step
 from gptjax.tokenizer import Tokenizer, TokenizerError, build_tokenizer, load_tokenizer
 
@@ -265,6 +265,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights,
                           **processes)
     check_vocabulary(loader, val_sources, model_config, tokenizer)
+    eval_tasks = parse_eval_tasks(t.eval_tasks)
     built = setup(cfg, model_config, mesh)
 
     n_params = count_params(model_config)
@@ -277,9 +278,10 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
 
     checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every,
                               keep_best=cfg.checkpoint.keep_best)
-    start = checkpoints.latest_step() or 0
+    resuming = checkpoints.latest_step() is not None  # a step-0 checkpoint (an imported model) counts too
+    start = 0
     try:
-        if start:
+        if resuming:
             state, meta = checkpoints.restore(built.target())
             start = int(state.step)
             print(f"resumed from {checkpoints.directory}/{start}")
@@ -296,7 +298,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     except BaseException:
         checkpoints.close()
         raise
-    if main_process and start:
+    if main_process and resuming:
         write_atomically(run_dir / "config.yaml", to_yaml(cfg))  # the run's settings from here on
     if start >= t.steps:
         print(f"{run_dir} already trained {start} steps (train.steps={t.steps}); raise train.steps to continue")
@@ -330,23 +332,40 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     cfg_dict = cfg.to_dict()
 
     def evaluate(step: int) -> dict:
-        """val_loss, and with several sources also val_loss_<source>; val_loss weighs sources as training does."""
-        if not val_sets:
+        """val_loss (with several sources also val_loss_<source>, val_loss weighing sources as training does), and
+        the train.eval_tasks scores."""
+        if not val_sets and not eval_tasks:
             return {}
         began = time.perf_counter()
         losses = {name: float(np.mean([distributed.fetch(eval_step(state.params, to_device(b))) for b in batches]))
                   for name, batches in val_sets.items()}
         progress.exclude(time.perf_counter() - began)
-        total = sum(source_weight.get(n, 0.0) for n in losses) or 1.0
-        result = {"val_loss": sum(source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total}
+        result = {}
+        if losses:
+            total = sum(source_weight.get(n, 0.0) for n in losses) or 1.0
+            result["val_loss"] = sum(source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total
         if len(losses) > 1:
             result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
+        result.update(run_eval_tasks(step))
         log.write(step=step, **result)
-        per_source = "".join(f" | {name} {loss:.4f}" for name, loss in losses.items()) if len(losses) > 1 else ""
-        best = step > 0 and math.isfinite(result["val_loss"]) and checkpoints.save_if_best(
-            step, result["val_loss"], state, cfg_dict, meta(step))
-        print(f"step {step:>6} | val loss {result['val_loss']:.4f}{per_source}{' (best so far: saved)' if best else ''}")
+        best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
+                and checkpoints.save_if_best(step, result["val_loss"], state, cfg_dict, meta(step)))
+        shown = " | ".join(f"{k.replace('_', ' ') if k == 'val_loss' else k.removeprefix('val_loss_')} {v:.4f}"
+                           for k, v in result.items())
+        print(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
         return result
+
+    def run_eval_tasks(step: int) -> dict:
+        """train.eval_tasks on the current weights: {<task>_<metric>: value}."""
+        from gptjax.evaluate import evaluate_task
+
+        began, scores = time.perf_counter(), {}
+        run = Run(cfg, model_config, tokenizer, built.graphdef, state.params, step)
+        for name, task, path, limit in eval_tasks:
+            metrics = evaluate_task(run, task, data=path, limit=limit)["metrics"]
+            scores.update({f"{name}_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+        progress.exclude(time.perf_counter() - began)
+        return scores
 
     final: dict = {}
     if start == 0 and t.eval_every:
@@ -394,6 +413,29 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     return final
 
 
+def parse_eval_tasks(spec: str) -> list[tuple[str, str, Path, int | None]]:
+    """train.eval_tasks 'TASK:PATH[:LIMIT],...' -> [(name, task, path, limit)]; checked before training starts."""
+    from gptjax.tasks import TASKS
+
+    tasks = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        task, _, rest = item.partition(":")
+        path, limit = rest, None
+        head, _, tail = rest.rpartition(":")
+        if head and tail.isdigit():
+            path, limit = head, int(tail)
+        if task not in TASKS or not path:
+            raise ConfigError(f"train.eval_tasks: {item!r} is not TASK:PATH[:LIMIT] with TASK one of "
+                              f"{', '.join(TASKS)}")
+        if not Path(path).exists():
+            raise ConfigError(f"train.eval_tasks: {path} (for {task}) does not exist")
+        name = f"{task}_{Path(path).stem}" if task == "custom" else task
+        if any(name == other for other, *_ in tasks):
+            raise ConfigError(f"train.eval_tasks names {name} twice")
+        tasks.append((name, task, Path(path), limit))
+    return tasks
+
+
 def check_vocabulary(loader: WindowLoader, val_sources: dict, model_config: ModelConfig, tokenizer: Tokenizer) -> None:
     """Token ids the embedding table does not have would be read as garbage (XLA clamps gathers), not fail."""
     biggest = max([loader.max_token_id()] + [s.max_token_id() for shards in val_sources.values() for s in shards])
@@ -404,22 +446,36 @@ def check_vocabulary(loader: WindowLoader, val_sources: dict, model_config: Mode
 
 
 def init_params(source: str, built: Setup, tokenizer: Tokenizer):
-    """checkpoint.init_from: the weights of another run (RUN, or RUN/checkpoints/STEP), for fine-tuning; the
-    optimizer starts afresh. The architecture and the tokenizer must be the same."""
+    """checkpoint.init_from: the weights of another run (RUN, or RUN/checkpoints/STEP) or of a Hugging Face model
+    directory (GPT-2 or Llama), for fine-tuning; the optimizer starts afresh. The architecture and the tokenizer
+    must be the same."""
     path = Path(source)
     step = None
     if path.name.isdigit() and path.parent.name == "checkpoints":
         path, step = path.parent.parent, int(path.name)
-    if not (path / "config.yaml").exists():
-        raise ConfigError(f"checkpoint.init_from={source} is not a run directory (with config.yaml and "
-                          "checkpoints/) or a RUN/checkpoints/STEP directory")
     try:
-        other = load_run(path, step, mesh=built.mesh)
+        if (path / "config.yaml").exists():
+            other = load_run(path, step, mesh=built.mesh)
+        elif (path / "config.json").exists():
+            from gptjax.hf import HFError, load_hf
+
+            try:  # a shorter context than the pretrained one keeps the first block_size positions
+                other = load_hf(path, block_size=built.model_config.block_size, mesh=built.mesh)
+            except HFError as e:
+                raise ConfigError(f"checkpoint.init_from={source}: {e}") from None
+        else:
+            raise ConfigError(f"checkpoint.init_from={source} is not a run directory (with config.yaml and "
+                              "checkpoints/), a RUN/checkpoints/STEP directory, or a Hugging Face model directory")
     except (FileNotFoundError, CheckpointError) as e:
         raise ConfigError(f"checkpoint.init_from={source}: {e}") from None
-    mine, theirs = dataclasses.asdict(built.model_config), dataclasses.asdict(other.model_config)
+    def architecture(model_config: ModelConfig) -> dict:  # defaults resolved: d_ff=0 is the same model as 4*d
+        fields = dataclasses.asdict(model_config)
+        fields.update(d_ff=model_config.ff_dim, num_kv_heads=model_config.kv_heads)
+        return {k: v for k, v in fields.items() if k not in RUNTIME_MODEL_KEYS and k != "init_std"}
+
+    mine, theirs = architecture(built.model_config), architecture(other.model_config)
     for key, value in mine.items():
-        if key not in RUNTIME_MODEL_KEYS and theirs[key] != value:
+        if theirs[key] != value:
             raise ConfigError(f"checkpoint.init_from={source} holds a model with model.{key}={theirs[key]!r}, but "
                               f"this config has {value!r}; use the same architecture to start from its weights")
     if other.tokenizer != tokenizer:

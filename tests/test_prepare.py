@@ -5,6 +5,7 @@ import json
 import random
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, data_path
@@ -129,7 +130,9 @@ def test_bad_sources_fail_before_any_work(tmp_path, override, message):
         load(str(tmp_path / "cfg.py"), [override])
 
 
-def test_shipped_legal_web_mixture(tmp_path, monkeypatch):
+def test_worked_example(tmp_path, monkeypatch, capsys):
+    """docs/worked_example.md, shrunk: prepare the shipped web + legal mixture (plus the medical corpus), train on
+    it, evaluate on examples/legal_mc.jsonl, sample, fine-tune from the run, export to Hugging Face."""
     corpora = data_path("corpora")
     monkeypatch.setenv("GPTJAX_DATA_DIR", str(corpora.parent))
     cfg = load(str(REPO / "configs/data/legal_web.py"), [])
@@ -152,6 +155,35 @@ def test_shipped_legal_web_mixture(tmp_path, monkeypatch):
         "train.eval_batches=1", "train.sample_tokens=0", "optim.warmup_steps=1"])
     final = train(run, tmp_path / "run")
     assert {"val_loss", "val_loss_web", "val_loss_web_warc", "val_loss_legal"} <= set(final)
+
+    from gptjax import evaluate, hf, sample
+
+    assert evaluate.main(["--workdir", str(tmp_path / "run"), "--task", "custom",
+                          "--data", str(REPO / "examples/legal_mc.jsonl")]) == 0
+    scored = json.loads((tmp_path / "run" / "eval" / "custom-legal_mc.json").read_text())
+    assert scored["counts"]["examples"] == 16 and 0 <= scored["metrics"]["acc"] <= 1
+    capsys.readouterr()
+    assert sample.main(["--workdir", str(tmp_path / "run"), "--prompt", "The court held that",
+                        "--max_new_tokens", "8", "--stop", "\n\n"]) == 0
+    assert capsys.readouterr().out.startswith("The court held that")
+
+    tuned = load_config(REPO / "configs/legal_web.py", [
+        f"data.shards={out / 'legal'}", "model.num_layers=1", "model.d_model=32", "model.num_heads=2",
+        "model.block_size=32", "train.steps=2", "train.batch_size=4", "train.eval_batches=1", "train.sample_tokens=0",
+        "optim.warmup_steps=1", "optim.lr=6e-5", f"checkpoint.init_from={tmp_path / 'run'}"])
+    assert "val_loss" in train(tuned, tmp_path / "legal_ft")
+
+    assert hf.main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = np.arange(1, 17, dtype=np.int32)[None] * 37
+    with torch.no_grad():
+        theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+    from gptjax.state import load_run
+
+    ours = np.asarray(load_run(tmp_path / "run").model(tokens))
+    assert np.abs(ours - theirs[..., :ours.shape[-1]]).max() < 1e-4
 
 
 def test_parquet_text_and_local_hf_dataset_sources(tmp_path):

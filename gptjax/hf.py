@@ -1,0 +1,639 @@
+"""Hugging Face interop: GPT2LMHeadModel / LlamaForCausalLM directories in, gptjax runs out, and back.
+
+    python -m gptjax.hf import /models/gpt2 runs/gpt2              # HF directory -> gptjax run directory
+    python -m gptjax.hf export runs/baby hf/baby [--step N]         # gptjax run  -> HF directory
+
+    run = load_hf("/models/gpt2")                     # a Run (as gptjax.state.load_run gives), nothing written
+    import_hf("/models/gpt2", "runs/gpt2")            # sample / evaluate / checkpoint.init_from it like any run
+    export_hf("runs/baby", "hf/baby")                 # transformers.AutoModelForCausalLM.from_pretrained("hf/baby")
+
+Weights are read and written with safetensors' numpy API, so neither direction needs torch. What maps where:
+
+    gptjax                  GPT2LMHeadModel (Conv1D: [in, out])     LlamaForCausalLM (Linear: [out, in])
+    wte.embedding           wte.weight                              model.embed_tokens.weight
+    wpe.embedding           wpe.weight                              (rope)
+    blocks.ln_1             h.i.ln_1                                model.layers.i.input_layernorm
+    blocks.attn.qkv         h.i.attn.c_attn (q|k|v fused already)   self_attn.{q,k,v}_proj (fused here)
+    blocks.attn.out         h.i.attn.c_proj                         self_attn.o_proj
+    blocks.ln_2             h.i.ln_2                                post_attention_layernorm
+    blocks.mlp.up/gate      h.i.mlp.c_fc / -                        mlp.up_proj / mlp.gate_proj
+    blocks.mlp.down         h.i.mlp.c_proj                          mlp.down_proj
+    ln_f                    ln_f                                    model.norm
+    lm_head.kernel          lm_head.weight (untied only)            lm_head.weight (untied only)
+
+gptjax stacks each blocks.* array over a leading [num_layers] axis; HF stores one tensor per layer. Both use the
+same head layout (each head's head_dim contiguous, q heads then k then v) and the same rotate-half RoPE, so
+conversion is transposes, concatenation and stacking only: logits agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import struct
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gptjax.config import ConfigError, base_config, load_config, to_yaml, validate
+from gptjax.model import ModelConfig
+from gptjax.tokenizer import (EOT, BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError,
+                              build_tokenizer, load_tokenizer)
+
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+SUPPORTED = "GPT2LMHeadModel and LlamaForCausalLM"
+
+
+class HFError(ValueError):
+    """A model or directory that cannot be converted; the message names the problem and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading a Hugging Face directory
+
+
+def _resolve_source(src: str | Path) -> tuple[Path, str, str]:
+    """(local directory, name, tokenizer spec) for a local HF model directory, or for a hub name when
+    huggingface_hub can fetch it. The spec is what data.tokenizer should say to rebuild the same tokenizer."""
+    path = Path(src).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise HFError(f"{src} is not a Hugging Face model directory (no config.json); pass the directory that "
+                          "save_pretrained wrote")
+        return path, path.resolve().name, str(path.resolve())  # absolute: the config may be used from elsewhere
+    text = str(src)
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1:
+        raise HFError(f"{src} does not exist; pass a local Hugging Face model directory (config.json + "
+                      f"{WEIGHTS_FILE})")
+    return _download(text), text, text
+
+
+def _download(name: str) -> Path:
+    """A hub model's config, safetensors and tokenizer files (nothing else), from the cache or the hub."""
+    from gptjax.tokenizer import _env_flag, _hub_reachable  # the same offline rules as tokenizers from the hub
+
+    hint = "pass a local directory written by save_pretrained"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise HFError(f"{name!r} is not a local directory and huggingface_hub is not installed to fetch it; "
+                      f"{hint}") from None
+    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer.model"]
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # noqa: BLE001  (not cached: fall through to the network)
+        pass
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE"):
+        reason = "offline (HF_HUB_OFFLINE) and not in the local cache"
+    elif not _hub_reachable():
+        reason = "the hub is unreachable and it is not in the local cache"
+    else:
+        try:
+            return Path(snapshot_download(name, allow_patterns=patterns))
+        except Exception as e:  # noqa: BLE001
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    raise HFError(f"{name!r} is not a local directory and could not be fetched from the Hugging Face hub "
+                  f"({reason}); {hint}")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HFError(f"cannot read {path}: {e}") from None
+
+
+# safetensors' numpy API cannot hold bfloat16 (numpy has no such type), which most released checkpoints use; those
+# tensors are read from the file directly (the format is an 8-byte header length, a JSON header, raw bytes).
+_RAW_DTYPES = {"BF16": "bfloat16", "F16": np.float16, "F32": np.float32, "F64": np.float64}
+
+
+def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(file))
+    except TypeError:  # a dtype numpy lacks (bfloat16)
+        pass
+    except Exception as e:  # noqa: BLE001  (the Rust reader raises its own error types)
+        raise HFError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
+    import ml_dtypes
+
+    with open(file, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_len)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _RAW_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise HFError(f"{file}: tensor {name} has dtype {info['dtype']}; only float checkpoints (F32, F16, "
+                          "BF16) can be imported")
+        dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+        start, end = info["data_offsets"]
+        tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"])
+    return tensors
+
+
+def _read_weights(directory: Path) -> dict[str, np.ndarray]:
+    if (directory / WEIGHTS_FILE).exists():
+        return _read_safetensors(directory / WEIGHTS_FILE)
+    if (directory / INDEX_FILE).exists():  # sharded: weight_map names the file of each tensor
+        files = sorted(set(_read_json(directory / INDEX_FILE).get("weight_map", {}).values()))
+        tensors = {}
+        for file in files:
+            tensors.update(_read_safetensors(directory / file))
+        return tensors
+    if any(directory.glob("*.bin")) or any(directory.glob("*.pt")):
+        raise HFError(f"{directory} holds PyTorch pickle weights but no {WEIGHTS_FILE}; convert them once with "
+                      "transformers (from_pretrained(...).save_pretrained(dir, safe_serialization=True))")
+    raise HFError(f"{directory} has no {WEIGHTS_FILE} (or {INDEX_FILE}); pass a directory written by save_pretrained")
+
+
+def _architecture(hf: dict, where: Path) -> str:
+    archs, model_type = hf.get("architectures") or [], hf.get("model_type")
+    arch = archs[0] if archs else None
+    if model_type == "gpt2" and arch in (None, "GPT2LMHeadModel"):
+        return "gpt2"
+    if model_type == "llama" and arch in (None, "LlamaForCausalLM"):
+        return "llama"
+    raise HFError(f"{where}/config.json describes {arch or '?'} (model_type {model_type!r}); gptjax converts only "
+                  f"{SUPPORTED}")
+
+
+def _require(hf: dict, where: Path, key: str, ok, default, what: str):
+    value = hf.get(key, default)
+    if not ok(value):
+        raise HFError(f"{where}/config.json has {key}={value!r}, which gptjax's model cannot represent ({what})")
+    return value
+
+
+def _gpt2_model_config(hf: dict, where: Path) -> dict:
+    _require(hf, where, "activation_function", lambda v: v in ("gelu_new", "gelu_pytorch_tanh"), "gelu_new",
+             "the MLP is gelu with the tanh approximation: gelu_new or gelu_pytorch_tanh")
+    _require(hf, where, "scale_attn_weights", lambda v: v is True, True, "attention scores are scaled by 1/sqrt(hd)")
+    _require(hf, where, "scale_attn_by_inverse_layer_idx", lambda v: not v, False, "no per-layer attention scaling")
+    _require(hf, where, "add_cross_attention", lambda v: not v, False, "a decoder without cross-attention")
+    d = hf["n_embd"]
+    return dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], num_layers=hf["n_layer"],
+                num_heads=hf["n_head"], d_model=d, d_ff=hf.get("n_inner") or 4 * d, norm="layernorm",
+                norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), mlp="gelu", position="learned",
+                tie_embeddings=bool(hf.get("tie_word_embeddings", True)), use_bias=True,
+                init_std=float(hf.get("initializer_range", 0.02)))
+
+
+def _llama_rope_theta(hf: dict, where: Path) -> float:
+    # transformers 5 writes rope_parameters {rope_type, rope_theta}; older files have rope_theta and rope_scaling.
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    kind = params.get("rope_type") or params.get("type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind != "default":
+        raise HFError(f"{where}/config.json uses rope scaling {kind!r} (rope_scaling/rope_parameters), which gptjax's "
+                      "model cannot represent (plain RoPE with one rope_theta only)")
+    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def _llama_model_config(hf: dict, where: Path) -> dict:
+    _require(hf, where, "hidden_act", lambda v: v == "silu", "silu", "the gated MLP is swiglu: silu")
+    attention_bias = bool(hf.get("attention_bias", False))
+    mlp_bias = bool(hf.get("mlp_bias", False))
+    if attention_bias != mlp_bias:
+        raise HFError(f"{where}/config.json has attention_bias={attention_bias} but mlp_bias={mlp_bias}; gptjax's "
+                      "model has one use_bias switch for every projection")
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    _require(hf, where, "head_dim", lambda v: v in (None, d // heads), None,
+             f"the head size is hidden_size / num_attention_heads = {d // heads}")
+    return dict(vocab_size=hf["vocab_size"], block_size=hf["max_position_embeddings"],
+                num_layers=hf["num_hidden_layers"], num_heads=heads,
+                num_kv_heads=hf.get("num_key_value_heads") or heads,
+                d_model=d, d_ff=hf["intermediate_size"], norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+                mlp="swiglu", position="rope", rope_theta=_llama_rope_theta(hf, where),
+                tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=attention_bias,
+                init_std=float(hf.get("initializer_range", 0.02)))
+
+
+class _Tensors:
+    """The checkpoint's tensors, taken one by one, so that whatever is left over (a part gptjax would silently
+    drop) is an error rather than a quietly different model."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], where: Path, ignore: str):
+        self.tensors, self.where, self.ignore = dict(tensors), where, re.compile(ignore)
+
+    def take(self, name: str) -> np.ndarray:
+        if name not in self.tensors:
+            raise HFError(f"{self.where} has no tensor {name}; the weights do not match config.json")
+        return np.asarray(self.tensors.pop(name), dtype=np.float32)  # fp32 master weights, as gptjax trains
+
+    def drop(self, name: str) -> None:
+        self.tensors.pop(name, None)
+
+    def check_consumed(self) -> None:
+        left = sorted(k for k in self.tensors if not self.ignore.search(k))
+        if left:
+            more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+            raise HFError(f"{self.where} holds tensors gptjax's model has no place for: {', '.join(left[:5])}{more}")
+
+
+def _stack(take, n: int, fmt: str, transform=lambda a: a) -> np.ndarray:
+    return np.stack([transform(take(fmt.format(i))) for i in range(n)])
+
+
+# gptjax blocks.* parameter -> GPT-2 per-layer tensor (h.{i}.*), the same in both directions.
+_GPT2_LAYER = [("ln_1.scale", "ln_1.weight"), ("ln_1.bias", "ln_1.bias"), ("ln_2.scale", "ln_2.weight"),
+               ("ln_2.bias", "ln_2.bias"), ("attn.qkv.kernel", "attn.c_attn.weight"),
+               ("attn.qkv.bias", "attn.c_attn.bias"), ("attn.out.kernel", "attn.c_proj.weight"),
+               ("attn.out.bias", "attn.c_proj.bias"), ("mlp.up.kernel", "mlp.c_fc.weight"),
+               ("mlp.up.bias", "mlp.c_fc.bias"), ("mlp.down.kernel", "mlp.c_proj.weight"),
+               ("mlp.down.bias", "mlp.c_proj.bias")]
+
+
+def _gpt2_weights(tensors: dict, mc: ModelConfig, where: Path) -> dict[str, np.ndarray]:
+    # Keys are "transformer.h.0..." from save_pretrained, "h.0..." in the original OpenAI-converted files.
+    pre = "transformer." if "transformer.wte.weight" in tensors else ""
+    # attn.bias / attn.masked_bias are causal-mask buffers some files carry, not parameters.
+    t = _Tensors(tensors, where, r"^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$")
+    L = mc.num_layers
+    out = {"wte.embedding": t.take(pre + "wte.weight"), "wpe.embedding": t.take(pre + "wpe.weight")[: mc.block_size]}
+    for ours, theirs in _GPT2_LAYER:
+        out[f"blocks.{ours}"] = _stack(t.take, L, pre + "h.{}." + theirs)  # Conv1D weights are [in, out] already
+    out["ln_f.scale"], out["ln_f.bias"] = t.take(pre + "ln_f.weight"), t.take(pre + "ln_f.bias")
+    if mc.tie_embeddings:
+        t.drop("lm_head.weight")  # a copy of wte when a file stores it
+    else:
+        out["lm_head.kernel"] = t.take("lm_head.weight").T
+    t.check_consumed()
+    return out
+
+
+def _llama_weights(tensors: dict, mc: ModelConfig, where: Path) -> dict[str, np.ndarray]:
+    t = _Tensors(tensors, where, r"rotary_emb\.inv_freq$")  # a buffer older files carry; recomputed from theta
+    L, layer = mc.num_layers, "model.layers.{}."
+    T = lambda a: a.T  # noqa: E731  (torch Linear weights are [out, in]; gptjax kernels are [in, out])
+    qkv = ["q_proj", "k_proj", "v_proj"]
+    out = {
+        "wte.embedding": t.take("model.embed_tokens.weight"),
+        "blocks.ln_1.scale": _stack(t.take, L, layer + "input_layernorm.weight"),
+        "blocks.ln_2.scale": _stack(t.take, L, layer + "post_attention_layernorm.weight"),
+        # q, k, v heads side by side in one kernel: q heads first, then k, then v (see model.Attention).
+        "blocks.attn.qkv.kernel": np.stack([np.concatenate(
+            [t.take(f"model.layers.{i}.self_attn.{p}.weight").T for p in qkv], axis=1) for i in range(L)]),
+        "blocks.attn.out.kernel": _stack(t.take, L, layer + "self_attn.o_proj.weight", T),
+        "blocks.mlp.gate.kernel": _stack(t.take, L, layer + "mlp.gate_proj.weight", T),
+        "blocks.mlp.up.kernel": _stack(t.take, L, layer + "mlp.up_proj.weight", T),
+        "blocks.mlp.down.kernel": _stack(t.take, L, layer + "mlp.down_proj.weight", T),
+        "ln_f.scale": t.take("model.norm.weight"),
+    }
+    if mc.use_bias:
+        out["blocks.attn.qkv.bias"] = np.stack([np.concatenate(
+            [t.take(f"model.layers.{i}.self_attn.{p}.bias") for p in qkv]) for i in range(L)])
+        out["blocks.attn.out.bias"] = _stack(t.take, L, layer + "self_attn.o_proj.bias")
+        for p, ours in [("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")]:
+            out[f"blocks.mlp.{ours}.bias"] = _stack(t.take, L, layer + f"mlp.{p}.bias")
+    if mc.tie_embeddings:
+        t.drop("lm_head.weight")
+    else:
+        out["lm_head.kernel"] = t.take("lm_head.weight").T
+    t.check_consumed()
+    return out
+
+
+def _hf_tokenizer(directory: Path, name: str) -> Tokenizer:
+    """The model's tokenizer as a gptjax BPETokenizer (any HF `tokenizers` model), named like data.tokenizer would
+    name it, so that a fine-tuning run with data.tokenizer=SRC matches the imported run's tokenizer."""
+    if (directory / "tokenizer.json").exists() or (directory / "vocab.json").exists():
+        tokenizer = build_tokenizer(str(directory))
+    elif not (directory / "tokenizer.model").exists():
+        raise HFError(f"{directory} has no tokenizer (tokenizer.json, vocab.json + merges.txt, or tokenizer.model); "
+                      "save it beside the model with AutoTokenizer.from_pretrained(...).save_pretrained(dir)")
+    else:  # only a sentencepiece tokenizer.model: transformers converts it to a fast (tokenizers) tokenizer
+        try:
+            from transformers import AutoTokenizer
+
+            backend = AutoTokenizer.from_pretrained(str(directory)).backend_tokenizer
+        except Exception as e:  # noqa: BLE001  (missing transformers, sentencepiece, or files)
+            raise HFError(f"{directory} has only a sentencepiece tokenizer.model, which transformers could not convert "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save a tokenizer.json "
+                          "beside the model with AutoTokenizer.from_pretrained(...).save_pretrained(dir)") from None
+        tokenizer = BPETokenizer(backend, name=name)
+    tokenizer.name = name
+    return tokenizer
+
+
+def _run_config(model_values: dict, tokenizer_spec: str) -> ml_collections.ConfigDict:
+    cfg = base_config()
+    for key, value in model_values.items():
+        cfg.model[key] = value
+    cfg.data.tokenizer = tokenizer_spec  # fine-tuning on new text re-reads the tokenizer from the same place
+    validate(cfg)
+    return cfg
+
+
+def load_hf(path: str | Path, *, block_size: int | None = None, mesh=None):
+    """A Hugging Face GPT2LMHeadModel or LlamaForCausalLM directory (or, when no such directory exists and
+    huggingface_hub can fetch it, a hub name) as a gptjax Run at step 0, with parameters on `mesh` (default: every
+    device). block_size caps the context (a RoPE model's max_position_embeddings can be far longer than needed;
+    a learned position table is cut to it)."""
+    from gptjax.sharding import make_mesh
+    from gptjax.state import Run, setup
+
+    directory, name, spec = _resolve_source(path)
+    hf = _read_json(directory / "config.json")
+    arch = _architecture(hf, directory)
+    try:
+        values = _gpt2_model_config(hf, directory) if arch == "gpt2" else _llama_model_config(hf, directory)
+    except KeyError as e:
+        raise HFError(f"{directory}/config.json lacks {e.args[0]}, which a {arch} config needs") from None
+    if block_size is not None:
+        if not 0 < block_size <= values["block_size"]:
+            raise HFError(f"block_size={block_size} must be in 1..{values['block_size']} (the model's context)")
+        values["block_size"] = block_size
+    tokenizer = _hf_tokenizer(directory, name)
+    if tokenizer.vocab_size > values["vocab_size"]:
+        raise HFError(f"the tokenizer in {directory} has {tokenizer.vocab_size} tokens but the model only "
+                      f"{values['vocab_size']} (config.json vocab_size); the tokenizer does not belong to this model")
+    cfg = _run_config(values, spec)
+    model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
+    weights = _read_weights(directory)
+    arrays = (_gpt2_weights if arch == "gpt2" else _llama_weights)(weights, model_config, directory)
+
+    built = setup(cfg, model_config, mesh if mesh is not None else make_mesh(cfg.mesh))
+
+    def fill(key_path, leaf):
+        key = _dotted(key_path)
+        array = arrays[key]
+        if array.shape != leaf.shape:
+            raise HFError(f"{directory}: {key} converts to shape {array.shape} but the model built from config.json "
+                          f"expects {leaf.shape}; the weights do not match config.json")
+        return array.astype(leaf.dtype)
+
+    params = jax.tree_util.tree_map_with_path(fill, built.abstract_state.params)
+    params = jax.device_put(params, built.shardings.params)
+    return Run(cfg, model_config, tokenizer, built.graphdef, params, 0)
+
+
+def _dotted(key_path) -> str:
+    """'blocks.attn.qkv.kernel' for a parameter's pytree path (dict keys, then the Variable's .value)."""
+    parts = []
+    for k in key_path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.GetAttrKey) and k.name != "value":
+            parts.append(k.name)
+    return ".".join(parts)
+
+
+def _fresh_directory(path: Path, what: str) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise HFError(f"{path} already exists and is not empty; choose a new {what}")
+
+
+def import_hf(src: str | Path, run_dir: str | Path, *, block_size: int | None = None) -> Path:
+    """Writes a gptjax run directory from a Hugging Face model: config.yaml, tokenizer/, and checkpoints/0 holding
+    the converted parameters with a fresh optimizer state, so gptjax.sample, load_run, evaluation and
+    checkpoint.init_from=RUN_DIR use it like a trained run."""
+    from gptjax.checkpoint import Checkpoints
+    from gptjax.sharding import make_mesh
+    from gptjax.state import setup
+    from gptjax.step import TrainState
+
+    run_dir = Path(run_dir)
+    _fresh_directory(run_dir, "run directory")
+    mesh = make_mesh(base_config().mesh)
+    run = load_hf(src, block_size=block_size, mesh=mesh)
+    built = setup(run.config, run.model_config, mesh)
+    opt_state = jax.jit(built.tx.init, out_shardings=built.shardings.opt_state)(run.params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), built.shardings.step)
+    state = TrainState(step=step, params=run.params, opt_state=opt_state)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(run.config))
+    run.tokenizer.save(run_dir / "tokenizer")
+    checkpoints = Checkpoints(run_dir)
+    try:
+        checkpoints.save(0, state, run.config.to_dict(), {"seed": run.config.train.seed, "imported_from": str(src)})
+    finally:
+        checkpoints.close()
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing a Hugging Face directory
+
+# What each family needs of a model: (key, value, why). Anything else cannot be written as that architecture.
+_GPT2_NEEDS = [("norm_position", "pre"), ("norm", "layernorm"), ("mlp", "gelu"), ("qk_norm", False)]
+_LLAMA_NEEDS = [("norm_position", "pre"), ("norm", "rmsnorm"), ("mlp", "swiglu"), ("qk_norm", False)]
+
+
+def export_family(mc: ModelConfig) -> str:
+    """'gpt2' or 'llama': the HF architecture that holds this model exactly, or HFError naming what prevents it.
+    The position embedding decides the candidate (learned: GPT-2, rope: Llama); the rest must then agree."""
+    family, needs = ("gpt2", _GPT2_NEEDS) if mc.position == "learned" else ("llama", _LLAMA_NEEDS)
+    wrong = [f"model.{key}={getattr(mc, key)!r} (needs {want!r})" for key, want in needs if getattr(mc, key) != want]
+    if family == "gpt2" and mc.kv_heads != mc.num_heads:
+        wrong.append(f"model.num_kv_heads={mc.num_kv_heads} (GPT-2 has no grouped-query attention; needs 0)")
+    if wrong:
+        arch = "GPT2LMHeadModel" if family == "gpt2" else "LlamaForCausalLM"
+        raise HFError(f"a model with model.position={mc.position!r} exports as {arch}, which cannot represent "
+                      f"{', '.join(wrong)}; only GPT-2-style (learned, layernorm, gelu, pre-norm, MHA) and Llama-style "
+                      "(rope, rmsnorm, swiglu, pre-norm) models without qk_norm can be exported")
+    return family
+
+
+def _gpt2_export(p: dict, mc: ModelConfig) -> tuple[dict, dict]:
+    L, d = mc.num_layers, mc.d_model
+    zeros = lambda *shape: np.zeros((L, *shape), np.float32)  # noqa: E731
+    if not mc.use_bias:  # GPT-2 always has biases: zeros make it compute exactly what the bias-free model does
+        for key, shape in [("ln_1.bias", (d,)), ("ln_2.bias", (d,)), ("attn.qkv.bias", (3 * d,)),
+                           ("attn.out.bias", (d,)), ("mlp.up.bias", (mc.ff_dim,)), ("mlp.down.bias", (d,))]:
+            p[f"blocks.{key}"] = zeros(*shape)
+        p["ln_f.bias"] = np.zeros((d,), np.float32)
+    t = {"transformer.wte.weight": p["wte.embedding"], "transformer.wpe.weight": p["wpe.embedding"],
+         "transformer.ln_f.weight": p["ln_f.scale"], "transformer.ln_f.bias": p["ln_f.bias"]}
+    for ours, theirs in _GPT2_LAYER:
+        for i in range(L):
+            t[f"transformer.h.{i}.{theirs}"] = p[f"blocks.{ours}"][i]
+    if not mc.tie_embeddings:
+        t["lm_head.weight"] = p["lm_head.kernel"].T
+    config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": mc.vocab_size,
+        "n_positions": mc.block_size, "n_embd": d, "n_layer": L, "n_head": mc.num_heads, "n_inner": mc.ff_dim,
+        "activation_function": "gelu_new", "layer_norm_epsilon": mc.norm_eps, "initializer_range": mc.init_std,
+        "resid_pdrop": mc.dropout, "embd_pdrop": mc.dropout, "attn_pdrop": mc.attn_dropout,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": mc.tie_embeddings,
+    }
+    return t, config
+
+
+def _llama_export(p: dict, mc: ModelConfig) -> tuple[dict, dict]:
+    L, H, KV, hd = mc.num_layers, mc.num_heads, mc.kv_heads, mc.head_dim
+    split = [H * hd, (H + KV) * hd]  # the fused qkv kernel's q | k | v columns
+    t = {"model.embed_tokens.weight": p["wte.embedding"], "model.norm.weight": p["ln_f.scale"]}
+    for i in range(L):
+        layer = f"model.layers.{i}."
+        t[layer + "input_layernorm.weight"] = p["blocks.ln_1.scale"][i]
+        t[layer + "post_attention_layernorm.weight"] = p["blocks.ln_2.scale"][i]
+        for name, kernel in zip(("q_proj", "k_proj", "v_proj"), np.split(p["blocks.attn.qkv.kernel"][i], split, 1)):
+            t[layer + f"self_attn.{name}.weight"] = kernel.T
+        t[layer + "self_attn.o_proj.weight"] = p["blocks.attn.out.kernel"][i].T
+        for ours, theirs in [("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")]:
+            t[layer + f"mlp.{theirs}.weight"] = p[f"blocks.mlp.{ours}.kernel"][i].T
+        if mc.use_bias:
+            for name, bias in zip(("q_proj", "k_proj", "v_proj"), np.split(p["blocks.attn.qkv.bias"][i], split)):
+                t[layer + f"self_attn.{name}.bias"] = bias
+            t[layer + "self_attn.o_proj.bias"] = p["blocks.attn.out.bias"][i]
+            for ours, theirs in [("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")]:
+                t[layer + f"mlp.{theirs}.bias"] = p[f"blocks.mlp.{ours}.bias"][i]
+    if not mc.tie_embeddings:
+        t["lm_head.weight"] = p["lm_head.kernel"].T
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": mc.vocab_size,
+        "hidden_size": mc.d_model, "intermediate_size": mc.ff_dim, "num_hidden_layers": L,
+        "num_attention_heads": H, "num_key_value_heads": KV, "head_dim": hd, "hidden_act": "silu",
+        "max_position_embeddings": mc.block_size, "rms_norm_eps": mc.norm_eps, "initializer_range": mc.init_std,
+        # Both spellings: transformers 5 reads rope_parameters, 4.x reads rope_theta.
+        "rope_theta": mc.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": mc.rope_theta},
+        "attention_bias": mc.use_bias, "mlp_bias": mc.use_bias, "attention_dropout": mc.attn_dropout,
+        "tie_word_embeddings": mc.tie_embeddings,
+    }
+    return t, config
+
+
+def hf_tokenizer_object(tokenizer: Tokenizer):
+    """An equivalent HF `tokenizers.Tokenizer` (same ids for the same text, same decoding)."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers
+
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.tokenizer
+    if isinstance(tokenizer, ByteTokenizer):
+        # Byte-level BPE with the 256 single bytes as its whole vocabulary and no merges: every byte is one token
+        # whose id is the byte's value, exactly as gptjax's byte tokenizer. The ByteLevel pre-tokenizer spells each
+        # byte as a printable character (GPT-2's table, _bytes_to_unicode); use_regex=False keeps text unsplit.
+        byte_chars = _bytes_to_unicode()
+        vocab = {byte_chars[b]: b for b in range(256)}
+        tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = decoders.ByteLevel()
+        return tok
+    if isinstance(tokenizer, CharTokenizer):
+        # One token per character, ids in the char tokenizer's (sorted) order. With no pre-tokenizer the whole text
+        # is one word that BPE without merges splits into characters; Fuse joins them back without separators.
+        tok = tokenizers.Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[]))
+        tok.decoder = decoders.Fuse()
+        return tok
+    raise HFError(f"no Hugging Face equivalent for the {tokenizer.kind} tokenizer {tokenizer.name}")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which the ByteLevel pre-tokenizer uses."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def _write_tokenizer(tokenizer: Tokenizer, mc: ModelConfig, out_dir: Path) -> None:
+    hf_tok = hf_tokenizer_object(tokenizer)
+    hf_tok.save(str(out_dir / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": mc.block_size,
+              "clean_up_tokenization_spaces": False}
+    if tokenizer.eot_id is not None:
+        config.update(bos_token=EOT, eos_token=EOT)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _run_model_config(run_dir: Path) -> tuple[ModelConfig, Tokenizer]:
+    """The run's model config and tokenizer, read without touching the checkpoint (so a model that cannot be
+    exported is refused at once)."""
+    if not (run_dir / "config.yaml").exists():
+        raise HFError(f"{run_dir} has no config.yaml; pass a run directory written by gptjax.train or gptjax.hf import")
+    cfg = load_config(run_dir / "config.yaml")
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    return ModelConfig.from_config(cfg.model, tokenizer.vocab_size), tokenizer
+
+
+def export_hf(run_dir: str | Path, out_dir: str | Path, step: int | None = None, *, best: bool = False) -> Path:
+    """Writes checkpoint `step` (default: the newest; best=True: checkpoints_best) of a gptjax run as a Hugging Face
+    directory: config.json, model.safetensors (float32), tokenizer.json + tokenizer_config.json. A padded
+    vocabulary (model.vocab_size > the tokenizer's) keeps its padded size as config.json's vocab_size."""
+    from safetensors.numpy import save_file
+
+    from gptjax.state import load_run
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    mc, _ = _run_model_config(run_dir)
+    family = export_family(mc)
+    _fresh_directory(out_dir, "output directory")
+    run = load_run(run_dir, step, best=best)
+    host = jax.device_get(run.params)
+    params = {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]:
+        params[_dotted(key_path)] = np.asarray(leaf, dtype=np.float32)
+    tensors, config = (_gpt2_export if family == "gpt2" else _llama_export)(params, mc)
+    eot = run.tokenizer.eot_id
+    config.update(bos_token_id=eot, eos_token_id=eot, dtype="float32", use_cache=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Contiguous copies: slices and transposes are views, which safetensors cannot write.
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out_dir / WEIGHTS_FILE),
+              metadata={"format": "pt"})  # transformers refuses safetensors files without a format tag
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _write_tokenizer(run.tokenizer, mc, out_dir)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other gptjax command's bad input
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gptjax.checkpoint import CheckpointError
+
+    parser = _Parser(prog="python -m gptjax.hf", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    imp = commands.add_parser("import", help="a Hugging Face model directory -> a gptjax run directory")
+    imp.add_argument("src", help="a local directory with config.json and model.safetensors (or a hub name)")
+    imp.add_argument("run_dir", help="the run directory to write (new or empty)")
+    imp.add_argument("--block-size", type=int, help="cap the context length (default: the model's)")
+    exp = commands.add_parser("export", help="a gptjax run directory -> a Hugging Face model directory")
+    exp.add_argument("run_dir", help="a run directory written by gptjax.train or gptjax.hf import")
+    exp.add_argument("out_dir", help="the directory to write (new or empty)")
+    exp.add_argument("--step", type=int, help="which checkpoint (default: the newest)")
+    exp.add_argument("--best", action="store_true", help="the checkpoint with the lowest validation loss")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "import":
+            import_hf(args.src, args.run_dir, block_size=args.block_size)
+            print(f"imported {args.src} into {args.run_dir}")
+        else:
+            export_hf(args.run_dir, args.out_dir, args.step, best=args.best)
+            print(f"exported {args.run_dir} to {args.out_dir}")
+    except (HFError, ConfigError, TokenizerError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""gptjax as a model of EleutherAI's lm-evaluation-harness, so any of its tasks can be run on a trained run:
+
+    python -m gptjax.lm_eval_adapter run --model gptjax --model_args workdir=runs/x,batch_size=32 --tasks hellaswag
+    # (lm_eval's own command line, with the "gptjax" model registered first; or from Python:)
+    import gptjax.lm_eval_adapter, lm_eval
+    lm_eval.simple_evaluate(model="gptjax", model_args="workdir=runs/x", tasks=["hellaswag"])
+
+Importing this module registers the model name "gptjax". Log-likelihoods come from gptjax.evaluate.Scorer, the
+same scorer as `python -m gptjax.evaluate`, so both report the same accuracy on the same requests.
+model_args: workdir (required), step or best=True (which checkpoint), batch_size, max_gen_toks (default 256).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from gptjax.evaluate import DEFAULT_BATCH_SIZE, Scorer
+from gptjax.sample import cut_at_stop, generate_batch
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@register_model("gptjax")
+class GptjaxLM(LM):
+    def __init__(self, workdir: str | None = None, step: int | None = None, best=False,
+                 batch_size: int | str | None = DEFAULT_BATCH_SIZE, max_gen_toks: int = 256, run=None, **unused):
+        """Loads RUN=workdir (or takes a loaded `run` from Python). lm-eval passes device/max_batch_size too;
+        JAX places the model itself, so those are accepted and ignored."""
+        super().__init__()
+        if run is None:
+            if not workdir:
+                raise ValueError("the gptjax model needs model_args workdir=<run directory written by gptjax.train>")
+            from gptjax.state import load_run
+
+            run = load_run(Path(workdir), None if step in (None, "") else int(step), best=_as_bool(best))
+        if isinstance(batch_size, str) and batch_size.startswith("auto"):
+            batch_size = DEFAULT_BATCH_SIZE  # no memory probing here; pass a number to choose
+        self.run = run
+        self.scorer = Scorer(run, int(batch_size or DEFAULT_BATCH_SIZE))
+        self.max_gen_toks = int(max_gen_toks)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.run.tokenizer.name
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self.scorer.loglikelihood([req.args[:2] for req in requests])
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        return self.scorer.loglikelihood_rolling([req.args[0] for req in requests])
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy continuation of each context, cut before the first `until` string (default: end of text).
+        Requests with the same stop strings and length limit are decoded together, batch_size at a time."""
+        tokenizer, block = self.run.tokenizer, self.run.model_config.block_size
+        eot = [tokenizer.decode([tokenizer.eot_id])] if tokenizer.eot_id is not None else []
+        groups: dict[tuple, list[int]] = {}
+        settings = []
+        for i, req in enumerate(requests):
+            kwargs = dict(req.args[1] or {})
+            until = kwargs.get("until") or []
+            until = tuple(([until] if isinstance(until, str) else list(until)) + eot)
+            settings.append((until, int(kwargs.get("max_gen_toks", self.max_gen_toks))))
+            groups.setdefault(settings[-1], []).append(i)
+        outputs: list[str] = [""] * len(requests)
+        for (until, max_new), indices in groups.items():
+            for start in range(0, len(indices), self.scorer.batch_size):
+                chunk = indices[start:start + self.scorer.batch_size]
+                prompts = [tokenizer.encode(requests[i].args[0]) if requests[i].args[0] else [self.scorer.prefix_id]
+                           for i in chunk]
+                rows = generate_batch(self.run.graphdef, self.run.params, prompts, block_size=block,
+                                      max_new_tokens=max_new, temperature=0.0, stop_strings=list(until),
+                                      tokenizer=tokenizer, vocab_size=tokenizer.vocab_size)
+                for i, row in zip(chunk, rows):
+                    outputs[i] = cut_at_stop(tokenizer.decode(row.tolist()), until)
+                    self.cache_hook.add_partial("generate_until", (requests[i].args[0], requests[i].args[1]),
+                                                outputs[i])
+        return outputs
+
+def main() -> None:
+    """lm_eval's command line, with this module (and so the "gptjax" model) loaded."""
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()
