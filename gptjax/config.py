@@ -135,6 +135,14 @@ def base_config() -> ml_collections.ConfigDict:
         keep_best=False,  # also keep the checkpoint with the lowest validation loss, in RUN/checkpoints_best
         init_from=_optional(str),  # start from another run's weights (RUN or RUN/checkpoints/STEP): fine-tuning
     )
+    # Where metrics go besides RUN/metrics.jsonl (always written): TensorBoard and Weights & Biases.
+    c.log = dict(
+        tensorboard=True,  # event files in RUN/tensorboard/ (`tensorboard --logdir RUN/tensorboard`)
+        wandb=False,  # also log to Weights & Biases (`pip install wandb`, then `wandb login`)
+        wandb_project="gptjax",
+        wandb_entity="",  # "": your default W&B entity
+        wandb_name="",  # "": the run directory's name
+    )
     c.lock()  # assigning an unknown key now raises instead of adding it
     return c
 
@@ -311,6 +319,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("data.source='text' needs data.path (a local text file), e.g. --config.data.path=input.txt")
     if d.source == "shards" and not d.shards:
         raise ConfigError("data.source='shards' needs data.shards (a directory with train/ and val/ token shards)")
+    if cfg.log.wandb and not cfg.log.wandb_project:
+        raise ConfigError("log.wandb=true needs log.wandb_project (the W&B project to log to)")
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
         raise ConfigError(f"optim.lr={o.lr} must be > 0 and optim.min_lr={o.min_lr} within [0, lr]")
 

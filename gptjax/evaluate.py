@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gptjax import distributed
+from gptjax import distributed, tracking
 from gptjax.tasks import TASKS, Task, TaskError, load_task
 
 EVAL_TASKS = ("val_loss",) + TASKS
@@ -117,12 +117,19 @@ class Scorer:
             rows.append((seq[s:b - 1], a - 1 - s, seq[a:b]))
         return rows
 
-    def loglikelihood_tokens(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    def loglikelihood_tokens(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *, bar=None
                              ) -> list[tuple[float, bool]]:
-        """(sum of log p(continuation | context), whether greedy decoding gives the continuation) per request."""
+        """(sum of log p(continuation | context), whether greedy decoding gives the continuation) per request.
+        bar: a progress bar to advance by each request scored (default: one of its own, on a terminal)."""
         rows = []  # (request index, input, first scored position, scored tokens)
         for i, (context, continuation) in enumerate(requests):
             rows += [(i, *row) for row in self._rows(context, continuation)]
+        # A long continuation is several rows, and rows are sorted by length: a request counts once its last is.
+        rows_left = np.bincount(np.array([r[0] for r in rows], np.int64), minlength=len(requests))
+        own_bar = bar is None
+        if own_bar:
+            bar = tracking.progress_bar(len(requests), "scoring", "request", leave=False,
+                                        enabled=distributed.is_main())
         totals = np.zeros(len(requests), np.float64)
         greedy = np.ones(len(requests), bool)
         # Longest first, so rows of similar length share a batch and its padded length.
@@ -142,10 +149,16 @@ class Scorer:
             sums, all_greedy = _score_rows(self.run.graphdef, self.run.params, *(
                 self._place(x) for x in (inputs, targets, mask)))
             sums, all_greedy = distributed.fetch(sums), distributed.fetch(all_greedy)
+            finished = 0
             for r, (i, *_) in enumerate(batch):
                 totals[i] += float(sums[r])
                 greedy[i] &= bool(all_greedy[r])
+                rows_left[i] -= 1
+                finished += rows_left[i] == 0
             self.rows_scored += len(batch)
+            bar.update(int(finished))
+        if own_bar:
+            bar.close()
         return [(float(t), bool(g)) for t, g in zip(totals, greedy)]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -212,13 +225,15 @@ def val_loss(run, shards, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | 
         raise TaskError("the token shards hold fewer than 2 tokens: nothing to evaluate")
     total, count = 0.0, 0
     chunk = 64 * batch_size  # windows read and scored at a time, so a large split never sits in memory as lists
+    bar = tracking.progress_bar(len(windows), "val_loss", "window", leave=False, enabled=distributed.is_main())
     for first in range(0, len(windows), chunk):
         requests = []
         for shard, start in windows[first:first + chunk]:
             window = np.asarray(shard.tokens[start:start + block + 1], np.int64).tolist()
             requests.append((window[:1], window[1:]))
-        total += sum(ll for ll, _ in scorer.loglikelihood_tokens(requests))
+        total += sum(ll for ll, _ in scorer.loglikelihood_tokens(requests, bar=bar))
         count += sum(len(c) for _, c in requests)
+    bar.close()
     loss = -total / count
     return {"metrics": {"val_loss": loss, "perplexity": math.exp(loss)},
             "counts": {"windows": len(windows), "tokens": count}}

@@ -78,6 +78,18 @@ class ModelConfig:
         if self.position == "rope" and self.head_dim % 2:
             raise ConfigError(f"model.position='rope' needs an even head size, got {self.head_dim}")
 
+    def __repr__(self) -> str:
+        # The shape fields always, the rest only where they differ from the defaults: the generated repr lists every
+        # field, which buries what makes this model different. The count is computed from shapes (no arrays).
+        required = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model")
+        fields = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                  if f.name in required or getattr(self, f.name) != f.default]
+        try:
+            count = f" [{count_params(self):,} parameters]"
+        except Exception:  # a repr must not raise (it may be formatting another error); the fields still show
+            count = ""
+        return f"ModelConfig({', '.join(fields)}){count}"
+
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
@@ -295,6 +307,22 @@ class GPT(nnx.Module):
             self.ln_f = _norm(cfg, cfg.d_model, rngs=rngs)
         if not cfg.tie_embeddings:
             self.lm_head = _linear(cfg, cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, bias=False)
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of this model instance (also of an abstract one from nnx.eval_shape)."""
+        return sum(p.size for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+
+    def __repr__(self) -> str:
+        # A one-line summary instead of nnx's repr, which prints every array of every layer.
+        cfg = self.cfg
+        heads = f"{cfg.num_heads} heads" + (f" ({cfg.kv_heads} kv)" if cfg.kv_heads != cfg.num_heads else "")
+        return (f"GPT({self.num_params:,} parameters: {cfg.num_layers} layers, {heads} of {cfg.head_dim}, "
+                f"d_model {cfg.d_model}, d_ff {cfg.ff_dim}, block {cfg.block_size}, vocab {cfg.vocab_size}; "
+                f"{cfg.position} positions, {cfg.mlp}, {cfg.norm_position}-{cfg.norm}, "
+                f"{'tied' if cfg.tie_embeddings else 'untied'} head, {cfg.dtype})")
+
+    __str__ = __repr__  # print(model) too; nnx.display(model) still shows every array
 
     def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None, cache: KVCache | None = None, cache_index: jax.Array | None = None):

@@ -7,6 +7,7 @@ sharded) instead of being built on the host first; a run being loaded is restore
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +50,28 @@ class Setup:
         init = jax.jit(partial(_init_state, self.model_config, self.tx), out_shardings=self.shardings)
         return init(jax.random.key(seed))
 
+    def bytes_per_device(self) -> int:
+        """Bytes of the training state (parameters, optimizer moments, step) that each device holds: each array's
+        shard under its sharding, so fsdp and tensor parallelism show up as a smaller number."""
+        def shard_bytes(sharding, subtree):  # as in target(): one sharding may cover a subtree of the state
+            return sum(math.prod(sharding.shard_shape(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(subtree))
+
+        return sum(jax.tree.leaves(jax.tree.map(shard_bytes, self.shardings, self.abstract_state)))
+
+    def __repr__(self) -> str:
+        params = sum(p.size for p in jax.tree.leaves(self.abstract_state.params))
+        mesh = " x ".join(f"{name} {size}" for name, size in self.mesh.shape.items())
+        devices = f"{self.mesh.size} device" + ("s" if self.mesh.size != 1 else "")
+        return (f"Setup({params:,} parameters; mesh {mesh} ({devices}); state "
+                f"{_human_bytes(self.bytes_per_device())} per device)")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+
 
 def _init_state(model_config: ModelConfig, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
     params = nnx.state(GPT(model_config, rngs=nnx.Rngs(key)), nnx.Param)
@@ -88,10 +111,44 @@ class Run:
     graphdef: nnx.GraphDef
     params: nnx.State
     step: int
+    run_dir: Path | None = None  # where it was loaded from (load_run sets it); None for a run built in memory
 
     @property
     def model(self) -> GPT:
         return nnx.merge(self.graphdef, self.params)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.size for p in jax.tree.leaves(self.params))
+
+    def sample(self, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 0.8, top_k: int = 200,
+               top_p: float = 1.0, seed: int = 0, stop: list[str] | str | None = None) -> str:
+        """The prompt followed by one sampled continuation (cut before the first `stop` string), as
+        `python -m gptjax.sample --prompt ...` prints it. temperature=0 decodes greedily. An empty prompt starts
+        from end-of-text (or a newline for character models)."""
+        from gptjax.sample import cut_at_stop, generate_batch, prompt_ids
+
+        stop = [stop] if isinstance(stop, str) else list(stop or [])
+        [row] = generate_batch(self.graphdef, self.params, [prompt_ids(self.tokenizer, prompt)],
+                               block_size=self.model_config.block_size, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop,
+                               tokenizer=self.tokenizer, vocab_size=self.tokenizer.vocab_size)
+        return prompt + cut_at_stop(self.tokenizer.decode(row.tolist()), stop)
+
+    def evaluate(self, task: str = "val_loss", data=None, **kwargs) -> dict:
+        """gptjax.evaluate.evaluate_task on this run; val_loss defaults to the run's own validation split."""
+        from gptjax.evaluate import evaluate_task
+
+        kwargs.setdefault("run_dir", self.run_dir)
+        return evaluate_task(self, task, data, **kwargs)
+
+    def __repr__(self) -> str:
+        # Not the generated repr: that would print every parameter array and the whole config.
+        mc = self.model_config
+        where = f"{str(self.run_dir)!r}, " if self.run_dir is not None else ""
+        heads = f"{mc.num_heads}" + (f" ({mc.kv_heads} kv)" if mc.kv_heads != mc.num_heads else "")
+        return (f"Run({where}step {self.step}, {self.num_params:,} parameters: {mc.num_layers} layers, {heads} heads, "
+                f"d_model {mc.d_model}, block {mc.block_size}, vocab {mc.vocab_size}; tokenizer {self.tokenizer!r})")
 
 
 def load_run(run_dir: Path, step: int | None = None, *, best: bool = False, mesh=None) -> Run:
@@ -112,4 +169,4 @@ def load_run(run_dir: Path, step: int | None = None, *, best: bool = False, mesh
         state, _ = checkpoints.restore(built.target(), step, best=best)
     finally:
         checkpoints.close()
-    return Run(cfg, model_config, tokenizer, built.graphdef, state.params, int(state.step))
+    return Run(cfg, model_config, tokenizer, built.graphdef, state.params, int(state.step), run_dir)

@@ -6,15 +6,16 @@
 
 Running it again on the same --workdir continues from the latest checkpoint, exactly; SIGTERM or Ctrl-C saves a
 checkpoint and exits 0. The run directory holds config.yaml (the resolved config: `--config RUN/config.yaml`
-repeats the run), tokenizer/, data/ (token shards), checkpoints/, and metrics.jsonl (one JSON object per line:
-`loss` on training lines, `val_loss` on evaluation lines). docs/run_directory.md has the details.
+repeats the run), tokenizer/, data/ (token shards), checkpoints/, metrics.jsonl (one JSON object per line:
+`loss` on training lines, `val_loss` on evaluation lines) and the same numbers as TensorBoard event files in
+tensorboard/ (log.wandb=true: also Weights & Biases). docs/run_directory.md has the details. On a terminal a
+progress bar shows the steps, ETA, tokens/s and loss; elsewhere (logs, CI) a line every train.log_every steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 import yaml
 
-from gptjax import distributed, sharding
+from gptjax import distributed, sharding, tracking
 from gptjax.checkpoint import CheckpointError, Checkpoints
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
@@ -168,35 +169,6 @@ def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:
     return build_tokenizer(spec)
 
 
-class MetricsLog:
-    """Appends one JSON object per line to RUN/metrics.jsonl (flushed each line, so a crash loses nothing).
-
-    Resuming from step N first drops the lines of steps after N (written before a crash, and about to be
-    trained again), so the file always reads as one run."""
-
-    def __init__(self, path: Path | None, resume_step: int = 0):
-        if path and resume_step and path.exists():
-            kept = [line for line in path.read_text().splitlines() if self._step(line) <= resume_step]
-            write_atomically(path, "".join(line + "\n" for line in kept))
-        self.file = open(path, "a") if path else None  # None: not the writing process
-
-    @staticmethod
-    def _step(line: str) -> float:
-        try:
-            return json.loads(line).get("step", 0)
-        except (ValueError, AttributeError):
-            return math.inf  # a line cut short by a crash: dropped
-
-    def write(self, **record) -> None:
-        if self.file:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
 class StopRequest:
     """SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C): the run finishes its step, saves a checkpoint and
     exits 0; a second signal stops at once. With several processes, JAX's preemption service (which watches
@@ -244,6 +216,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     distributed.initialize(cfg.distributed)
     main_process = distributed.is_main()
     t = cfg.train
+    tracking.check_wandb(cfg)
     mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if (t.batch_size // t.grad_accum) % data_parallel:
@@ -327,7 +300,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     tokens_per_step = t.batch_size * model_config.block_size
     flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
     peak, peak_source = reference_peak(model_config.dtype)
-    log = MetricsLog(run_dir / "metrics.jsonl" if main_process else None, resume_step=start)
+    log = tracking.Tracker(run_dir if main_process else None, resume_step=start, config=cfg)
     progress = Progress(log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints)
     cfg_dict = cfg.to_dict()
 
@@ -347,12 +320,12 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         if len(losses) > 1:
             result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
         result.update(run_eval_tasks(step))
-        log.write(step=step, **result)
+        log.write(step, **result)
         best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
                 and checkpoints.save_if_best(step, result["val_loss"], state, cfg_dict, meta(step)))
         shown = " | ".join(f"{k.replace('_', ' ') if k == 'val_loss' else k.removeprefix('val_loss_')} {v:.4f}"
                            for k, v in result.items())
-        print(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
+        tracking.echo(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
         return result
 
     def run_eval_tasks(step: int) -> dict:
@@ -403,6 +376,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
         try:
             checkpoints.close()
         finally:
+            progress.close()
             log.close()
 
     if t.sample_tokens and "stopped_at" not in final:  # every process decodes (the parameters are spread over all)
@@ -486,7 +460,8 @@ def init_params(source: str, built: Setup, tokenizer: Tokenizer):
 
 
 class Progress:
-    """Reads each step's metrics, stops on a non-finite loss, and logs every train.log_every steps."""
+    """Reads each step's metrics, stops on a non-finite loss, and logs every train.log_every steps; on a terminal
+    (see gptjax.tracking.interactive) it also draws a progress bar, on the process that writes the metrics."""
 
     def __init__(self, log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints):
         self.log, self.t, self.checkpoints = log, t, checkpoints
@@ -494,6 +469,23 @@ class Progress:
         self.peak, self.peak_source = peak, peak_source
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.skipped = self.skipped_in_a_row = 0
+        self.bar = None  # opened at the first step read, so that compilation is not counted in its rate and ETA
+        self.tokens_per_sec = None
+
+    def _advance(self, step: int, loss: float) -> None:
+        if self.bar is None:
+            self.bar = tracking.progress_bar(self.t.steps, "train", "step", initial=step - 1,
+                                             enabled=self.log.writing)
+        postfix = {"loss": f"{loss:.4f}"}
+        if self.tokens_per_sec is not None:
+            postfix["tok/s"] = f"{self.tokens_per_sec:,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _nonfinite_message(self, step: int, metrics: dict, note: str = "") -> str:
         kept = self.checkpoints.latest_step()
@@ -513,9 +505,8 @@ class Progress:
         if metrics.get("skipped"):  # train.nonfinite='skip': the step left the state as it was
             self.skipped += 1
             self.skipped_in_a_row += 1
-            print(f"step {step}: loss {metrics['loss']}, grad norm {metrics['grad_norm']}, param norm "
-                  f"{metrics['param_norm']}: update skipped "
-                  f"({self.skipped} so far)", file=sys.stderr, flush=True)
+            tracking.echo(f"step {step}: loss {metrics['loss']}, grad norm {metrics['grad_norm']}, param norm "
+                          f"{metrics['param_norm']}: update skipped ({self.skipped} so far)", file=sys.stderr)
             if self.skipped_in_a_row > self.t.max_consecutive_skips:
                 raise TrainingError(self._nonfinite_message(
                     step, metrics, f", {self.skipped_in_a_row} skipped steps in a row (train.max_consecutive_skips="
@@ -525,15 +516,18 @@ class Progress:
         else:
             self.skipped_in_a_row = 0
         if step % self.t.log_every and step != self.t.steps:
+            self._advance(step, metrics["loss"])
             return metrics
         elapsed = time.perf_counter() - self.interval_start
         tokens_per_sec = self.tokens_per_step * self.interval_steps / elapsed
         mfu = self.flops_per_step * self.interval_steps / elapsed / self.peak
         extra = {"skipped_steps": self.skipped} if self.skipped else {}
-        self.log.write(step=step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
+        self.tokens_per_sec = tokens_per_sec  # shown on the bar until the next log line
+        self._advance(step, metrics["loss"])
+        self.log.write(step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
                        param_norm=metrics["param_norm"], tokens_per_sec=round(tokens_per_sec, 1), mfu=round(mfu, 4), **extra)
-        print(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
-              f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}", flush=True)
+        tracking.echo(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
+                      f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}")
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         return metrics
 

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import yaml
 
+from gptjax import tracking
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.shards import write_shard
@@ -141,7 +142,7 @@ def _reader(s: ml_collections.ConfigDict):
     path = Path(s.path)
     folder, glob = (str(path.parent), path.name) if path.is_file() else (s.path, s.glob or None)
     # A progress bar per file where someone is watching; plain logs otherwise.
-    common = dict(glob_pattern=glob, limit=s.limit or -1, text_key=s.text_key, doc_progress=sys.stderr.isatty())
+    common = dict(glob_pattern=glob, limit=s.limit or -1, text_key=s.text_key, doc_progress=tracking.interactive())
     if s.kind == "jsonl":
         return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
     if s.kind == "text":
@@ -157,7 +158,7 @@ def _reader(s: ml_collections.ConfigDict):
         return SafeJsonlReader(folder, on_bad_utf8=s.on_bad_utf8, **common)
     return HuggingFaceDatasetReader(s.path, dataset_options={"split": "train"}, load_from_disk=path.is_dir(),
                                     streaming=s.streaming and not path.is_dir(), limit=s.limit or -1,
-                                    text_key=s.text_key, doc_progress=sys.stderr.isatty())
+                                    text_key=s.text_key, doc_progress=tracking.interactive())
 
 
 def cleaning_pipeline(cfg, s, out: Path) -> list:
@@ -299,8 +300,11 @@ def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fra
 
     pending = {"train": 0, "val": 0}
     # Ids first (a small source must still get a validation document): reading twice keeps memory flat.
-    held_out = validation_ids([doc_id for doc_id, _ in iter_documents(documents)], val_fraction)
+    doc_ids = [doc_id for doc_id, _ in iter_documents(documents)]
+    held_out = validation_ids(doc_ids, val_fraction)
+    bar = tracking.progress_bar(len(doc_ids), f"tokenizing {documents.parent.name}", "doc", leave=False)
     for doc_id, text in iter_documents(documents):
+        bar.update()
         split = "val" if doc_id in held_out else "train"
         ids = np.concatenate([tokenizer.encode(text), np.asarray(eot, np.int32)])
         splits[split].append(ids)
@@ -313,6 +317,7 @@ def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fra
             pending[split] = 0
     for split in splits:
         flush(split)
+    bar.close()
     total = counts["train"]["tokens"] + counts["val"]["tokens"]
     return {**counts, "characters": chars, "chars_per_token": round(chars / max(total, 1), 3)}
 
@@ -330,6 +335,9 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
     report: dict = {"sources": {}, "timings": {}}
     documents: dict[str, Path] = {}  # per source: the directory of documents to tokenize
     pending: list[str] = []  # sources whose cleaning jobs are still queued or running (Slurm)
+    # On a terminal, a bar over the stages: clean, dedup and tokenize per source, and the tokenizer (a stage that
+    # is skipped still counts, so the bar ends full).
+    stages = tracking.progress_bar(3 * len(cfg.sources) + 1, "prepare", "stage")
 
     def timed(label, fn, *args, **kwargs):
         began = time.perf_counter()
@@ -339,17 +347,18 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
 
     for name, s in cfg.sources.items():
         logs = out / "logs" / name
-        print(f"[{name}] reading and cleaning {s.path}", flush=True)
+        tracking.echo(f"[{name}] reading and cleaning {s.path}")
         if not timed(f"{name}/clean", run_datatrove, cleaning_pipeline(cfg, s, out / name), logs / "clean", cfg):
             pending.append(name)
             continue
+        stages.update()
         if not any((out / name / "curated").glob("*.jsonl*")):
             raise DataError(f"source {name!r} ({s.path}) yielded no documents after cleaning; see "
                             f"{out / name / 'removed'} and {logs / 'clean'}")
         enabled = {stage: cfg.stages[stage] and stage not in _skipped(s) for stage in ("exact_dedup", "minhash_dedup")}
         cleaning = stage_stats(logs / "clean")
         if any(enabled.values()):
-            print(f"[{name}] deduplicating", flush=True)
+            tracking.echo(f"[{name}] deduplicating")
             dedup = timed(f"{name}/dedup", deduplicate, out / name / "curated", out / name / "deduped",
                           logs / "dedup", exact=enabled["exact_dedup"], minhash=enabled["minhash_dedup"],
                           minhash_threshold=cfg.stages.minhash_threshold, tasks=cfg.executor.tasks,
@@ -362,22 +371,25 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
                      "minhash": {"documents_in": kept, "removed": 0, "clusters": 0}, "documents_out": kept}
             documents[name] = out / name / "curated"
         report["sources"][name] = {"path": s.path, "kind": s.kind, "cleaning": cleaning, "dedup": dedup}
+        stages.update()
 
     if pending:  # Slurm runs the cleaning jobs; datatrove's completion markers let a re-run pick up from here
+        stages.close()
         print(f"cleaning of {', '.join(pending)} submitted to Slurm (logs: {out / 'logs'}); run the same command "
               "again when the jobs finish: finished stages are skipped", flush=True)
         return {**report, "pending": pending}
     deduped = list(documents.values())
     if cfg.tokenizer.train:
-        print(f"training a byte-level BPE tokenizer ({cfg.tokenizer.vocab_size} tokens)", flush=True)
+        tracking.echo(f"training a byte-level BPE tokenizer ({cfg.tokenizer.vocab_size} tokens)")
         tokenizer = timed("tokenizer", train_bpe, cfg, deduped)
     else:
         tokenizer = build_tokenizer(cfg.tokenizer.name)
     tokenizer.save(out / "tokenizer")
     report["tokenizer"] = {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size}
+    stages.update()
 
     for name in cfg.sources:
-        print(f"[{name}] tokenizing", flush=True)
+        tracking.echo(f"[{name}] tokenizing")
         for split in ("train", "val"):
             for stale in (out / name / split).glob("*.ds*"):
                 stale.unlink()
@@ -387,6 +399,8 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
                                             / max(report["timings"][f"{name}/tokenize"], 1e-9))
         tokenizer.save(out / name / "tokenizer")
         report["sources"][name]["tokens"] = tokens
+        stages.update()
+    stages.close()
 
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_report(report))

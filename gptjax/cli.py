@@ -1,0 +1,92 @@
+"""One command for every gptjax tool: `gptjax SUBCOMMAND [ARGS...]`.
+
+    gptjax train --config configs/shakespeare_char_cpu.py --workdir runs/baby
+    gptjax sample --workdir runs/baby --prompt "ROMEO:"
+    gptjax evaluate --workdir runs/baby --task val_loss
+    gptjax SUBCOMMAND --help
+
+Each subcommand is the tool's own command line (`python -m gptjax.train` and so on) with the same arguments,
+output and exit status: the arguments after the subcommand's name are handed to that module's main() untouched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+# name -> (module, what it does). Modules are imported only when their subcommand runs, so `gptjax --help` and
+# a mistyped subcommand answer at once instead of first importing JAX.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("gptjax.train", "train (or resume) a run: --config FILE --workdir DIR --config.SECTION.KEY=VALUE"),
+    "sample": ("gptjax.sample", "generate text from a trained run or a Hugging Face directory"),
+    "evaluate": ("gptjax.evaluate", "validation loss, or a benchmark task (HellaSwag, MMLU, custom, ...)"),
+    "prepare": ("gptjax.data.prepare", "raw text -> cleaned, deduplicated token shards (datatrove)"),
+    "crawl": ("gptjax.data.crawl", "fetch web pages politely into JSON lines (and WARC)"),
+    "hf": ("gptjax.hf", "import a Hugging Face model as a run, or export a run to Hugging Face"),
+    "plot": ("gptjax.plot", "plot runs' loss curves, or a data-preparation report, to a PNG"),
+    "lm-eval": ("gptjax.lm_eval_adapter", "lm-evaluation-harness's command line, with gptjax as a model"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: gptjax [-h] [--version] SUBCOMMAND [ARGS...]", "",
+             "Train, sample and evaluate GPT-style language models with JAX and Flax NNX.", "", "subcommands:"]
+    lines += [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
+    lines += ["", "`gptjax SUBCOMMAND --help` shows a subcommand's arguments. Each is also `python -m MODULE`:",
+              "  " + ", ".join(module for module, _ in COMMANDS.values())]
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> int:
+    # One line, like every gptjax tool's bad input, and argparse's status for a usage error.
+    print(f"gptjax: error: {message} (see gptjax --help)", file=sys.stderr)
+    return 2
+
+
+def _run_lm_eval(argv: list[str]) -> int:
+    # lm-eval's command line reads sys.argv itself; importing the adapter registers the "gptjax" model with it.
+    try:
+        adapter = importlib.import_module("gptjax.lm_eval_adapter")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "lm_eval":
+            return _fail("`gptjax lm-eval` needs lm-evaluation-harness: pip install 'gptjax[eval]'")
+        raise
+    saved = sys.argv
+    sys.argv = ["gptjax lm-eval", *argv]
+    try:
+        adapter.main()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    first, rest = argv[0], argv[1:]
+    if first in ("-h", "--help"):
+        print(usage())
+        return 0
+    if first == "--version":
+        from gptjax import __version__
+
+        print(f"gptjax {__version__}")
+        return 0
+    if first not in COMMANDS:
+        what = "option" if first.startswith("-") else "subcommand"
+        close = difflib.get_close_matches(first.lstrip("-"), COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(COMMANDS)}"
+        return _fail(f"unknown {what} {first!r}{hint}")
+    if first == "lm-eval":
+        return _run_lm_eval(rest)
+    module = importlib.import_module(COMMANDS[first][0])
+    status = module.main(rest)
+    return 0 if status is None else int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
