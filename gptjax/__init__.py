@@ -27,7 +27,7 @@ _EXPORTS = {
     "GPT": "gptjax.model", "ModelConfig": "gptjax.model", "count_params": "gptjax.model",
     # tokenizers and data
     "load_tokenizer": "gptjax.tokenizer", "build_tokenizer": "gptjax.tokenizer",
-    "prepare_data": "gptjax.train",  # a run's text -> its tokenizer and token shards (what train does first)
+    "prepare_data": "gptjax.rundir",  # a run's text -> its tokenizer and token shards (what train does first)
     "prepare": "gptjax.data.prepare",  # the datatrove pipeline behind `gptjax prepare`
     "WindowLoader": "gptjax.data.loader", "open_split": "gptjax.data.shards",
     # training and runs

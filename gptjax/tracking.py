@@ -115,7 +115,7 @@ class Tracker:
             except (ValueError, AttributeError):
                 return math.inf  # a line cut short by a crash: dropped
         kept = [line for line in path.read_text().splitlines() if resume_step and step(line) <= resume_step]
-        from gptjax.train import write_atomically  # the same crash-safe write as the run's other files
+        from gptjax.rundir import write_atomically  # the same crash-safe write as the run's other files
 
         write_atomically(path, "".join(line + "\n" for line in kept))
 

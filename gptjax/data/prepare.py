@@ -18,7 +18,6 @@ Train on a weighted mixture of the results with
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
