@@ -245,7 +245,7 @@ def val_loss(run, shards, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | 
 
 def default_val_dirs(run, run_dir: Path | None) -> list[Path]:
     """The run's own validation split(s): RUN/data/val for text sources, DIR/val of each prepared shard source."""
-    from gptjax.train import parse_mixture
+    from gptjax.rundir import parse_mixture
 
     if run.config.data.source == "shards":
         dirs = [path / "val" for path, _ in parse_mixture(run.config.data.shards).values()]
