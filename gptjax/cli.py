@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gptjax.data.prepare", "raw text -> cleaned, deduplicated token shards (datatrove)"),
     "crawl": ("gptjax.data.crawl", "fetch web pages politely into JSON lines (and WARC)"),
     "hf": ("gptjax.hf", "import a Hugging Face model as a run, or export a run to Hugging Face"),
+    "bench": ("gptjax.bench", "time the train step: tokens/s, MFU, compile time, memory, input pipeline"),
     "plot": ("gptjax.plot", "plot runs' loss curves, or a data-preparation report, to a PNG"),
     "lm-eval": ("gptjax.lm_eval_adapter", "lm-evaluation-harness's command line, with gptjax as a model"),
 }
@@ -63,6 +64,7 @@ def _run_lm_eval(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv_is_real = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(), file=sys.stderr)
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unknown {what} {first!r}{hint}")
     if first == "lm-eval":
         return _run_lm_eval(rest)
+    if argv_is_real and first in ("train", "bench"):  # before JAX loads: see gptjax.hostmem
+        from gptjax.hostmem import reexec_with_tunables
+
+        reexec_with_tunables()
     module = importlib.import_module(COMMANDS[first][0])
     status = module.main(rest)
     return 0 if status is None else int(status)

@@ -1,9 +1,19 @@
 """Model FLOPs and MFU (model FLOPs utilization).
 
-FLOPs per trained token (PaLM appendix B, as nanoGPT uses): 6 * N for the matmuls of the N non-embedding
-parameters (counting the LM head, which the tied token table doubles as), plus 12 * L * d * T for attention scores
-and values over a context of T. The attention term is NOT halved for causality: this is the FLOP count of the
-dense computation, the same convention nanoGPT and PaLM use, so figures compare directly.
+FLOPs per trained token (PaLM appendix B, the convention nanoGPT and MaxText use):
+
+    6 * W  +  12 * L * H * hd * T
+
+- W: the weights every token multiplies, per layer the attention projections d*(H + 2*KV)*hd + H*hd*d and the
+  MLP's d*ff*(2, or 3 with SwiGLU), times L layers, plus the LM head d*V (the token table when tied). 2 FLOPs per
+  weight forward, 4 backward (the gradients of the input and of the weight): 6 per weight. Norm scales, biases and
+  the position table do no matmul and are left out.
+- Attention: per layer, scores q.k and the weighted sum of values each take 2*T*H*hd FLOPs per token forward over
+  a context of T = model.block_size; times 3 for the backward: 12*L*H*hd*T. This is NOT halved for causality: it
+  counts the dense [T, T] computation the reference kernel does, so figures compare with nanoGPT's and PaLM's.
+  (A causal kernel that skips masked tiles does about half of it; MFU then understates its work.)
+
+Elementwise work (norms, softmax, GELU, the optimizer) is not counted.
 """
 
 from __future__ import annotations
@@ -13,8 +23,11 @@ import time
 import jax
 import jax.numpy as jnp
 
-# Published dense peak FLOP/s per device (bf16 / fp16 tensor-core, no sparsity), by jax device_kind.
+# Published dense peak FLOP/s per device (bf16 / fp16 tensor-core, no sparsity), by jax device_kind; the first
+# name the device's kind starts with wins, so variants come before the family's name.
 PUBLISHED_PEAK = {
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
     "NVIDIA H100 80GB HBM3": 989e12,
     "NVIDIA H100": 989e12,
     "NVIDIA H200": 989e12,
@@ -27,10 +40,19 @@ PUBLISHED_PEAK = {
 }
 
 
-def flops_per_token(model_cfg, num_params_non_embedding: int) -> float:
+def matmul_weights(model_cfg) -> int:
+    """W in the module docstring: weights that multiply every token's activations in the forward pass."""
+    c = model_cfg
+    d, hd = c.d_model, c.head_dim
+    attention = d * (c.num_heads + 2 * c.kv_heads) * hd + c.num_heads * hd * d
+    mlp = d * c.ff_dim * (3 if c.mlp == "swiglu" else 2)
+    return c.num_layers * (attention + mlp) + d * c.vocab_size
+
+
+def flops_per_token(model_cfg) -> float:
     """Training FLOPs (forward + backward) per token; see the module docstring for the formula."""
-    attention = 12 * model_cfg.num_layers * model_cfg.d_model * model_cfg.block_size
-    return 6 * num_params_non_embedding + attention
+    c = model_cfg
+    return 6 * matmul_weights(c) + 12 * c.num_layers * c.num_heads * c.head_dim * c.block_size
 
 
 def published_peak(device: jax.Device | None = None) -> float | None:

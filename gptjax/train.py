@@ -14,7 +14,12 @@ progress bar shows the steps, ETA, tokens/s and loss; elsewhere (logs, CI) a lin
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # `python -m gptjax.train`: host memory settings before JAX loads (see gptjax.hostmem)
+    from gptjax.hostmem import reexec_with_tunables
+
+    reexec_with_tunables()
+
+import argparse  # noqa: E402
 import math
 import signal
 import sys
@@ -32,6 +37,7 @@ from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.loader import WindowLoader, eval_batches
 from gptjax.flops import flops_per_token, reference_peak
+from gptjax.hostmem import reexec_with_tunables
 from gptjax.model import ModelConfig, count_params
 from gptjax.rundir import (TrainingError, check_resumable, check_vocabulary, ensure_writable, init_params,
                            parse_eval_tasks, prepare_data, write_atomically)
@@ -114,7 +120,6 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     built = setup(cfg, model_config, mesh)
 
     n_params = count_params(model_config)
-    n_non_embedding = count_params(model_config, non_embedding=True)
     print(f"model: {n_params / 1e6:.2f}M parameters ({model_config.num_layers} layers, {model_config.num_heads} heads, "
           f"{model_config.d_model} wide, block {model_config.block_size}, vocab {model_config.vocab_size}); "
           f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
@@ -170,7 +175,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
                 "init_from": cfg.checkpoint.init_from}
 
     tokens_per_step = t.batch_size * model_config.block_size
-    flops_per_step = flops_per_token(model_config, n_non_embedding) * tokens_per_step
+    flops_per_step = flops_per_token(model_config) * tokens_per_step
     peak, peak_source = reference_peak(model_config.dtype)
     log = tracking.Tracker(run_dir if main_process else None, resume_step=start, config=cfg)
     progress = Progress(log, t, tokens_per_step, flops_per_step, peak, peak_source, checkpoints)
@@ -337,13 +342,17 @@ class Progress:
 # Command line
 
 
-def parse_args(argv: list[str] | None, prog: str = "python -m gptjax.train", doc: str = __doc__
+def parse_args(argv: list[str] | None, prog: str = "python -m gptjax.train", doc: str = __doc__, *,
+               add_arguments=None, workdir_help: str = "run directory (default: runs/<config name>)"
                ) -> tuple[argparse.Namespace, list[str]]:
-    """--config FILE, --workdir DIR and any number of --config.SECTION.KEY=VALUE (or --config.SECTION.KEY VALUE)."""
+    """--config FILE, --workdir DIR and any number of --config.SECTION.KEY=VALUE (or --config.SECTION.KEY VALUE);
+    add_arguments(parser) adds a tool's own options (gptjax.bench's)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
                                      epilog="Any config key can be set with --config.SECTION.KEY=VALUE.")
     parser.add_argument("--config", help="a config file (.py with get_config(), or .yaml); default: the built-in job")
-    parser.add_argument("--workdir", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--workdir", help=workdir_help)
+    if add_arguments is not None:
+        add_arguments(parser)
     args, rest = parser.parse_known_args(argv)
     overrides, i = [], 0
     while i < len(rest):
@@ -361,6 +370,8 @@ def parse_args(argv: list[str] | None, prog: str = "python -m gptjax.train", doc
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command line (a console script): see gptjax.hostmem
+        reexec_with_tunables()
     args, overrides = parse_args(argv)
     try:
         cfg = load_config(args.config, overrides)
