@@ -47,7 +47,24 @@ def xla_attention(q, k, v, *, mask=None, dropout=None, deterministic: bool = Tru
     """The reference. Groups the H query heads into KV groups without materializing repeated k/v. By default query
     t sees keys up to its own position, counting from the end (so T < S is decoding against a longer context);
     mask [B, T, S] (True: query t may read key s) replaces that triangle, for rows of a batch that sit at
-    different positions of a KV cache."""
+    different positions of a KV cache.
+
+    Long causal sequences (training's T = S of at least 2 * QUERY_BLOCK) are computed one block of queries at a
+    time against only the keys it can see: the masked half of the [T, T] scores is never computed, stored or
+    differentiated, and each block's scores stay small enough for the CPU's caches. The result is the same."""
+    B, T, H, hd = q.shape
+    S = k.shape[1]
+    if mask is None and T == S and T >= 2 * QUERY_BLOCK and T % QUERY_BLOCK == 0:
+        blocks = [_attend(q[:, i:i + QUERY_BLOCK], k[:, :i + QUERY_BLOCK], v[:, :i + QUERY_BLOCK], None, dropout,
+                          deterministic, rngs) for i in range(0, T, QUERY_BLOCK)]
+        return jnp.concatenate(blocks, axis=1)
+    return _attend(q, k, v, mask, dropout, deterministic, rngs)
+
+
+QUERY_BLOCK = 128  # queries per block of the reference kernel on long sequences (see xla_attention)
+
+
+def _attend(q, k, v, mask, dropout, deterministic, rngs):
     B, T, H, hd = q.shape
     S, KV = k.shape[1], k.shape[2]
     q = q.reshape(B, T, KV, H // KV, hd)
