@@ -53,22 +53,30 @@ def xla_attention(q, k, v, *, mask=None, dropout=None, deterministic: bool = Tru
     time against only the keys it can see: the masked half of the [T, T] scores is never computed, stored or
     differentiated, and each block's scores stay small enough for the CPU's caches. The result is the same."""
     B, T, H, hd = q.shape
-    S = k.shape[1]
+    S, KV = k.shape[1], k.shape[2]
+    # Heads first, once: the blocks below then slice contiguous rows instead of each transposing its own copy.
+    q = q.reshape(B, T, KV, H // KV, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
     if mask is None and T == S and T >= 2 * QUERY_BLOCK and T % QUERY_BLOCK == 0:
-        blocks = [_attend(q[:, i:i + QUERY_BLOCK], k[:, :i + QUERY_BLOCK], v[:, :i + QUERY_BLOCK], None, dropout,
-                          deterministic, rngs) for i in range(0, T, QUERY_BLOCK)]
-        return jnp.concatenate(blocks, axis=1)
-    return _attend(q, k, v, mask, dropout, deterministic, rngs)
+        out = jnp.concatenate([_attend(q[:, :, :, i:i + QUERY_BLOCK], k[:, :, :i + QUERY_BLOCK],
+                                       v[:, :, :i + QUERY_BLOCK], None, dropout, deterministic, rngs)
+                               for i in range(0, T, QUERY_BLOCK)], axis=3)
+    else:
+        out = _attend(q, k, v, mask, dropout, deterministic, rngs)
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, hd)
 
 
 QUERY_BLOCK = 128  # queries per block of the reference kernel on long sequences (see xla_attention)
 
 
 def _attend(q, k, v, mask, dropout, deterministic, rngs):
-    B, T, H, hd = q.shape
-    S, KV = k.shape[1], k.shape[2]
-    q = q.reshape(B, T, KV, H // KV, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    """q [B, KV, G, T, hd] against k, v [B, KV, S, hd] -> [B, KV, G, T, hd]; mask as xla_attention's."""
+    T, hd = q.shape[3], q.shape[4]
+    S = k.shape[2]
+    # The scale goes on q ([T, hd]) rather than on the scores ([T, S]): one multiply per query element instead of
+    # one per score, forward and backward.
+    q = q * jnp.asarray(1 / math.sqrt(hd), q.dtype)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     if mask is None:
         mask = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)
     else:
@@ -77,8 +85,7 @@ def _attend(q, k, v, mask, dropout, deterministic, rngs):
     probs = jax.nn.softmax(scores, axis=-1)  # in float32: bf16 softmax over long rows loses the small weights
     if dropout is not None:
         probs = dropout(probs, deterministic=deterministic, rngs=rngs)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
-    return out.reshape(B, T, H, hd)
+    return jnp.einsum("bkgts,bksd->bkgtd", probs.astype(v.dtype), v)
 
 
 def cudnn_attention(q, k, v):

@@ -45,10 +45,11 @@ from gptjax.config import ConfigError, load_config  # noqa: E402
 from gptjax.data import DataError  # noqa: E402
 from gptjax.data.loader import WindowLoader  # noqa: E402
 from gptjax.data.shards import TokenShard, write_shard  # noqa: E402
-from gptjax.flops import flops_per_token, matmul_weights, measured_matmul_peak, published_peak  # noqa: E402
+from gptjax.flops import (flops_per_token, matmul_floor, matmul_weights, measured_matmul_peak,  # noqa: E402
+                          published_peak)
 from gptjax.model import ModelConfig, count_params  # noqa: E402
 from gptjax.state import setup  # noqa: E402
-from gptjax.step import make_train_step  # noqa: E402
+from gptjax.step import make_loss_fn, make_train_step  # noqa: E402
 from gptjax.tokenizer import TokenizerError  # noqa: E402
 
 # Vocabulary of the random tokens when model.vocab_size=0 (the tokenizer's size) and no data is prepared.
@@ -109,10 +110,12 @@ def _cpu_name() -> str:
 
 
 def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2, workdir: str | Path | None = None,
-                  vocab_size: int | None = None, peak_size: int = 4096, loader_batches: int = 200) -> dict:
+                  vocab_size: int | None = None, peak_size: int = 4096, loader_batches: int = 200,
+                  floor: bool = False) -> dict:
     """Every figure of the table as a dict (see the module docstring). steps: timed steps (each way);
     warmup: steps run after the first and before timing; peak_size: side of the square matmul whose FLOP/s is
-    the measured peak (0 skips it)."""
+    the measured peak (0 skips it); floor: also time the step's matmuls one by one (gptjax.flops.matmul_floor;
+    one device only), to see how much of the step they are."""
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} must be at least 1 and --warmup={warmup} at least 0")
     t = cfg.train
@@ -123,6 +126,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
                           f"micro-batches over the {data_parallel} data-parallel devices; use a multiple of "
                           f"{data_parallel * t.grad_accum}")
     with tempfile.TemporaryDirectory(prefix="gptjax-bench-") as tmp:
+        began = time.perf_counter()
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
             from gptjax.rundir import prepare_data
 
@@ -137,11 +141,12 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
             tokens = max(2_000_000, 4 * (steps + warmup + loader_batches) * t.batch_size * (cfg.model.block_size + 1))
             train_sources, weights = {"synthetic": synthetic_shards(Path(tmp), vocab, tokens // 2)}, None
             data = f"random tokens (vocabulary {vocab}) in token shards"
+        data_seconds = time.perf_counter() - began
         model_config = ModelConfig.from_config(cfg.model, vocab)
         loader = WindowLoader(train_sources, model_config.block_size, t.batch_size, seed=t.seed, weights=weights,
                               process_index=jax.process_index(), process_count=jax.process_count())
-        result = _time_steps(cfg, model_config, mesh, loader, steps, warmup)
-        result["data"] = data
+        result = _time_steps(cfg, model_config, mesh, loader, steps, warmup, floor)
+        result["data"], result["data_s"] = data, data_seconds
         # Alone, after the steps: the loader's ceiling, to compare with what training consumed.
         result["loader_tokens_per_sec"] = loader_throughput(loader, loader_batches, start=steps + warmup + 1)
         result["loader_over_training"] = result["loader_tokens_per_sec"] / result["tokens_per_sec"]
@@ -156,7 +161,8 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     return result
 
 
-def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, steps: int, warmup: int) -> dict:
+def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, steps: int, warmup: int,
+                floor: bool) -> dict:
     t = cfg.train
     built = setup(cfg, model_config, mesh)
     batch_sharding = sharding.batch_sharding(built.mesh)
@@ -203,6 +209,11 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
 
     tokens_per_step = t.batch_size * model_config.block_size
     flops_per_step = flops_per_token(model_config) * tokens_per_step
+    floor_s = None
+    if floor and mesh.size == 1:  # a sharded step's matmuls are not its global shapes on one device
+        micro = batch[: t.batch_size // t.grad_accum]
+        floor_s, _ = matmul_floor(jax.value_and_grad(make_loss_fn(built.graphdef)), state.params, micro)
+        floor_s *= t.grad_accum
     state_bytes = {part: sharding.bytes_per_device(getattr(built.abstract_state, part), getattr(built.shardings, part))
                    for part in ("params", "opt_state")}
     device = jax.devices()[0]
@@ -218,7 +229,7 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
         tokens_per_step=tokens_per_step, tokens_per_sec=tokens_per_step / pipelined,
         flops_per_token=flops_per_token(model_config), model_flops_per_sec=flops_per_step / pipelined,
         param_bytes_per_device=state_bytes["params"], optimizer_bytes_per_device=state_bytes["opt_state"],
-        final_loss=loss, **_memory(compiled))
+        final_loss=loss, matmul_floor_ms=None if floor_s is None else 1e3 * floor_s, **_memory(compiled))
 
 
 def _gib(n: float | None) -> str:
@@ -262,13 +273,16 @@ def format_table(r: dict) -> str:
                 f"{r['matmul_peak_shape']}); {pct(r['mfu_published'])} of the published peak "
                 f"({_flops(r['published_peak_flops'])})"),
         ("compile", f"{r['compile_s']:.2f} s (lower + compile); first step done {r['time_to_first_step_s']:.1f} s "
-                    f"after start"),
+                    f"after start ({r['data_s']:.1f} s of it preparing data)"),
         ("memory", f"{memory}; host RSS peak {_gib(r['host_rss_peak_bytes'])}"),
         ("state/device", f"parameters {_gib(r['param_bytes_per_device'])}, optimizer "
                          f"{_gib(r['optimizer_bytes_per_device'])}"),
         ("input", f"{r['loader_tokens_per_sec']:,.0f} tokens/s from the loader alone = "
                   f"{r['loader_over_training']:,.1f}x what training consumed"),
     ]
+    if r.get("matmul_floor_ms") is not None:
+        rows.append(("matmuls alone", f"{r['matmul_floor_ms']:,.1f} ms per step, each timed on its own = "
+                                      f"{100 * r['matmul_floor_ms'] / r['step_ms_median']:.0f}% of the median step"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -287,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--peak_size", type=int, default=4096,
                             help="side of the square matmul timed as this device's peak (0: skip)")
         parser.add_argument("--loader_batches", type=int, default=200, help="batches read to time the loader")
+        parser.add_argument("--matmul_floor", action="store_true",
+                            help="also time the step's matmuls one by one: the step if all else were free")
         parser.add_argument("--json", help="also write every figure to this JSON file")
 
     args, overrides = parse_args(argv, prog="python -m gptjax.bench", doc=__doc__, add_arguments=options,
@@ -295,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         result = run_benchmark(cfg, steps=args.steps, warmup=args.warmup, workdir=args.workdir,
                                vocab_size=args.vocab_size, peak_size=args.peak_size,
-                               loader_batches=args.loader_batches)
+                               loader_batches=args.loader_batches, floor=args.matmul_floor)
     except (ConfigError, DataError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,10 +18,13 @@ Elementwise work (norms, softmax, GELU, the optimizer) is not counted.
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jax_core
 
 # Published dense peak FLOP/s per device (bf16 / fp16 tensor-core, no sparsity), by jax device_kind; the first
 # name the device's kind starts with wins, so variants come before the family's name.
@@ -53,6 +56,57 @@ def flops_per_token(model_cfg) -> float:
     """Training FLOPs (forward + backward) per token; see the module docstring for the formula."""
     c = model_cfg
     return 6 * matmul_weights(c) + 12 * c.num_layers * c.num_heads * c.head_dim * c.block_size
+
+
+def traced_matmuls(jaxpr, repeat: int = 1):
+    """Every matmul a traced program runs, as (lhs aval, rhs aval, dot_general params, times run): loops (scan)
+    count their length times. For checking the formula against a real program, and for timing its matmuls."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn.invars[0].aval, eqn.invars[1].aval, eqn.params, repeat
+        times = repeat * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(sub, jax_core.ClosedJaxpr):
+                    yield from traced_matmuls(sub.jaxpr, times)
+                elif isinstance(sub, jax_core.Jaxpr):
+                    yield from traced_matmuls(sub, times)
+
+
+def matmul_flops(lhs, rhs, params) -> int:
+    """2 * (output elements) * (contracted size) of one dot_general."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = params["dimension_numbers"]
+    free_lhs = [s for d, s in enumerate(lhs.shape) if d not in lhs_contract and d not in lhs_batch]
+    free_rhs = [s for d, s in enumerate(rhs.shape) if d not in rhs_contract and d not in rhs_batch]
+    out = math.prod(lhs.shape[d] for d in lhs_batch) * math.prod(free_lhs) * math.prod(free_rhs)
+    return 2 * out * math.prod(lhs.shape[d] for d in lhs_contract)
+
+
+def matmul_floor(fn, *args, repeats: int = 5) -> tuple[float, float]:
+    """(seconds, FLOPs) of the matmuls of fn(*args), each timed alone on the default device (best of `repeats`)
+    and summed over the times the program runs it: how long the step would take if everything but its matmuls
+    were free. What is left of the measured step is elementwise work, layout copies, reductions and overhead."""
+    program = jax.make_jaxpr(fn)(*args)
+    counts = Counter()
+    for lhs, rhs, params, times in traced_matmuls(program.jaxpr):
+        key = (lhs.shape, str(lhs.dtype), rhs.shape, str(rhs.dtype), params["dimension_numbers"],
+               params.get("preferred_element_type"))
+        counts[key] += times
+    seconds = flops = 0.0
+    for (lhs_shape, lhs_dtype, rhs_shape, rhs_dtype, dims, out_dtype), times in counts.items():
+        lhs = jnp.ones(lhs_shape, lhs_dtype)
+        rhs = jnp.ones(rhs_shape, rhs_dtype)
+        matmul = jax.jit(lambda a, b, dims=dims, out_dtype=out_dtype: jax.lax.dot_general(
+            a, b, dims, preferred_element_type=out_dtype))
+        matmul(lhs, rhs).block_until_ready()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matmul(lhs, rhs).block_until_ready()
+            best = min(best, time.perf_counter() - start)
+        seconds += times * best
+        flops += times * matmul_flops(lhs, rhs, {"dimension_numbers": dims})
+    return seconds, flops
 
 
 def published_peak(device: jax.Device | None = None) -> float | None:

@@ -16,7 +16,7 @@ from jax.extend import core as jax_core
 from gptjax import hostmem
 from gptjax.bench import format_table, main, run_benchmark
 from gptjax.config import load_config
-from gptjax.flops import flops_per_token, matmul_weights
+from gptjax.flops import flops_per_token, matmul_flops, matmul_weights, traced_matmuls
 from gptjax.model import GPT, ModelConfig
 from gptjax.step import make_loss_fn
 
@@ -40,14 +40,14 @@ def test_flops_per_token_by_hand():
 
 
 def _dot_flops(jaxpr) -> int:
-    """2 * M * N * K of every dot_general the program runs (loops counted length times)."""
+    """2 * (output elements) * (contracted size) of every dot_general the program runs, from its output's shape
+    (loops counted length times)."""
     total = 0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
-            (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
-            lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-            out = eqn.outvars[0].aval.shape
-            total += 2 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            contracted = math.prod(eqn.invars[0].aval.shape[d] for d in lhs_contract)
+            total += 2 * math.prod(eqn.outvars[0].aval.shape) * contracted
         repeat = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
         for value in eqn.params.values():
             for sub in value if isinstance(value, (list, tuple)) else [value]:
@@ -67,11 +67,14 @@ def test_flops_formula_equals_the_matmuls_of_the_train_step(options):
     tokens = jnp.zeros((4, cfg.block_size + 1), jnp.int32)
     program = jax.make_jaxpr(jax.value_and_grad(make_loss_fn(graphdef)))(params, tokens)
     assert _dot_flops(program.jaxpr) == flops_per_token(cfg) * 4 * cfg.block_size
+    # gptjax.flops' own walk over the program (what the matmul floor times) finds the same matmuls
+    assert sum(times * matmul_flops(lhs, rhs, params) for lhs, rhs, params, times
+               in traced_matmuls(program.jaxpr)) == _dot_flops(program.jaxpr)
 
 
 def test_benchmark_reports_every_figure():
     cfg = load_config("configs/shakespeare_char_cpu.py", TINY)
-    r = run_benchmark(cfg, **FAST)
+    r = run_benchmark(cfg, **FAST, floor=True)
     assert r["tokens_per_step"] == 4 * 16 and r["parameters"] > 0
     assert r["tokens_per_sec"] == pytest.approx(r["tokens_per_step"] / (r["step_ms_pipelined"] / 1e3))
     assert r["model_flops_per_sec"] == pytest.approx(r["flops_per_token"] * r["tokens_per_sec"])
@@ -84,8 +87,10 @@ def test_benchmark_reports_every_figure():
     # fp32 Adam: parameters once, two moments
     assert r["optimizer_bytes_per_device"] >= 2 * r["param_bytes_per_device"] > 0
     assert r["loader_tokens_per_sec"] > 0 and math.isfinite(r["final_loss"])
+    assert 0 < r["matmul_floor_ms"] < 10 * r["step_ms_median"] and 0 <= r["data_s"] < r["time_to_first_step_s"]
     table = format_table(r)
-    for label in ("step time", "throughput", "model FLOP/s", "MFU", "compile", "memory", "state/device", "input"):
+    for label in ("step time", "throughput", "model FLOP/s", "MFU", "compile", "memory", "state/device", "input",
+                  "matmuls alone"):
         assert label in table
 
 

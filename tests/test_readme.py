@@ -28,6 +28,7 @@ SHRINK_TRAIN = ["--config.model.num_layers=1", "--config.model.num_heads=2", "--
                 "--config.train.eval_every=0", "--config.train.eval_batches=1", "--config.train.log_every=1",
                 "--config.train.sample_tokens=4", "--config.data.max_chars=100000", "--config.checkpoint.every=0"]
 SHRINK = {"gptjax.train": SHRINK_TRAIN, "gptjax.sample": ["--max_new_tokens", "4"],
+          "gptjax.bench": SHRINK_TRAIN + ["--steps", "1", "--warmup", "0", "--peak_size", "64", "--loader_batches", "2"],
           "gptjax.evaluate": ["--limit", "2"]}
 
 
