@@ -164,6 +164,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
 def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, steps: int, warmup: int,
                 floor: bool) -> dict:
     t = cfg.train
+    began = time.perf_counter()
     built = setup(cfg, model_config, mesh)
     batch_sharding = sharding.batch_sharding(built.mesh)
     step_fn = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
@@ -176,24 +177,30 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
 
     state = built.init(t.seed)
     jax.block_until_ready(state)
+    init_seconds = time.perf_counter() - began
     began = time.perf_counter()
     batch = next_batch()
     compiled = step_fn.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - began
+    began = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     first_step_at = time.perf_counter()
+    first_step_seconds = first_step_at - began
     for _ in range(warmup):
         state, metrics = compiled(state, next_batch())
     jax.block_until_ready(metrics)
 
     waited = []  # each step on its own: its duration, host dispatch included
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         batch = next_batch()
         began = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         waited.append(time.perf_counter() - began)
+
+    faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
 
     # As gptjax.train runs: no wait between steps, the previous step's metrics read while this one computes.
     began, pending = time.perf_counter(), None
@@ -223,13 +230,14 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
         remat=model_config.remat, batch_size=t.batch_size, grad_accum=t.grad_accum, block_size=model_config.block_size,
         mesh=dict(built.mesh.shape), devices=f"{jax.device_count()} x {device.platform} ({device.device_kind})",
         machine=_cpu_name() if device.platform == "cpu" else device.device_kind,
-        steps=steps, warmup=warmup, compile_s=compile_seconds, _first_step_at=first_step_at,
+        steps=steps, warmup=warmup, init_s=init_seconds, compile_s=compile_seconds, first_step_s=first_step_seconds,
+        _first_step_at=first_step_at,
         step_ms_median=1e3 * float(np.median(waited)), step_ms_p10=1e3 * float(np.percentile(waited, 10)),
         step_ms_p90=1e3 * float(np.percentile(waited, 90)), step_ms_pipelined=1e3 * pipelined,
         tokens_per_step=tokens_per_step, tokens_per_sec=tokens_per_step / pipelined,
         flops_per_token=flops_per_token(model_config), model_flops_per_sec=flops_per_step / pipelined,
         param_bytes_per_device=state_bytes["params"], optimizer_bytes_per_device=state_bytes["opt_state"],
-        final_loss=loss, matmul_floor_ms=None if floor_s is None else 1e3 * floor_s, **_memory(compiled))
+        final_loss=loss, page_faults_per_step=faults_per_step, matmul_floor_ms=None if floor_s is None else 1e3 * floor_s, **_memory(compiled))
 
 
 def _gib(n: float | None) -> str:
@@ -273,8 +281,10 @@ def format_table(r: dict) -> str:
                 f"{r['matmul_peak_shape']}); {pct(r['mfu_published'])} of the published peak "
                 f"({_flops(r['published_peak_flops'])})"),
         ("compile", f"{r['compile_s']:.2f} s (lower + compile); first step done {r['time_to_first_step_s']:.1f} s "
-                    f"after start ({r['data_s']:.1f} s of it preparing data)"),
-        ("memory", f"{memory}; host RSS peak {_gib(r['host_rss_peak_bytes'])}"),
+                    f"after the process started: data {r['data_s']:.1f} s, state {r['init_s']:.1f} s, compile, first "
+                    f"step {r['first_step_s']:.1f} s"),
+        ("memory", f"{memory}; host RSS peak {_gib(r['host_rss_peak_bytes'])}; "
+                   f"{r['page_faults_per_step']:,.0f} page faults per step"),
         ("state/device", f"parameters {_gib(r['param_bytes_per_device'])}, optimizer "
                          f"{_gib(r['optimizer_bytes_per_device'])}"),
         ("input", f"{r['loader_tokens_per_sec']:,.0f} tokens/s from the loader alone = "

@@ -3,8 +3,8 @@
 XLA's CPU runtime allocates each step's temporaries (tens of MB for a small model, GBs for GPT-2 small) with
 malloc and frees them when the step ends. Left to its defaults, glibc hands large freed blocks back to the kernel,
 so the next step touches fresh pages and takes a page fault for every 4 KiB of them. Measured with
-`python -m gptjax.bench` on a 2-core machine: about 13,000 faults per step for the baby Shakespeare model and
-1,000,000 for GPT-2 small at 1 x 1024 tokens, a third of the step time (docs/benchmarks.md).
+`python -m gptjax.bench` on a 2-core machine: about 13,000 faults per step for the baby Shakespeare model (30% of
+its step) and 600,000 to 1,000,000 for GPT-2 small at 1 x 1024 tokens (15-20% of its step); docs/benchmarks.md.
 
 Three glibc tunables fix it: large blocks stay in malloc's heap (mmap_max=0), freed memory is kept for the next
 step (trim_threshold), and the heap is backed by transparent huge pages (hugetlb=1: one fault per 2 MiB where
