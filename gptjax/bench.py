@@ -40,7 +40,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gptjax import sharding  # noqa: E402
+from gptjax import distributed, sharding  # noqa: E402
 from gptjax.config import ConfigError, load_config  # noqa: E402
 from gptjax.data import DataError  # noqa: E402
 from gptjax.data.loader import WindowLoader  # noqa: E402
@@ -109,9 +109,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2, workdir: str | Path | None = None,
-                  vocab_size: int | None = None, peak_size: int = 4096, loader_batches: int = 200,
-                  floor: bool = False) -> dict:
+def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2,
+                  workdir: str | Path | None = None, vocab_size: int | None = None, peak_size: int = 4096,
+                  loader_batches: int = 200, floor: bool = False) -> dict:
     """Every figure of the table as a dict (see the module docstring). steps: timed steps (each way);
     warmup: steps run after the first and before timing; peak_size: side of the square matmul whose FLOP/s is
     the measured peak (0 skips it); floor: also time the step's matmuls one by one (gptjax.flops.matmul_floor;
@@ -119,6 +119,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps={steps} must be at least 1 and --warmup={warmup} at least 0")
     t = cfg.train
+    distributed.initialize(cfg.distributed)  # a multi-host benchmark times the multi-host step
     mesh = sharding.make_mesh(cfg.mesh)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if (t.batch_size // t.grad_accum) % data_parallel or t.batch_size % t.grad_accum:
@@ -130,7 +131,10 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
             from gptjax.rundir import prepare_data
 
-            tokenizer, train_sources, _, weights = prepare_data(cfg, Path(workdir))
+            if distributed.is_main():  # as in training: one process writes, the others read what it wrote
+                prepare_data(cfg, Path(workdir))
+            distributed.barrier("data prepared")
+            tokenizer, train_sources, _, weights = prepare_data(cfg, Path(workdir), write=False)
             vocab, data = tokenizer.vocab_size, f"{cfg.data.source} data prepared in {workdir}"
         else:
             vocab = vocab_size or cfg.model.vocab_size or TOKENIZER_VOCAB.get(cfg.data.tokenizer)
@@ -150,9 +154,9 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
         # Alone, after the steps: the loader's ceiling, to compare with what training consumed.
         result["loader_tokens_per_sec"] = loader_throughput(loader, loader_batches, start=steps + warmup + 1)
         result["loader_over_training"] = result["loader_tokens_per_sec"] / result["tokens_per_sec"]
-    dtype = "bfloat16" if model_config.dtype in ("bfloat16", "float16") else "float32"
+    dtype = model_config.dtype  # the peak of the model's own compute dtype
     result["published_peak_flops"] = published_peak()
-    result["matmul_peak_flops"] = measured_matmul_peak(getattr(jax.numpy, dtype), peak_size, repeats=5) if peak_size else None
+    result["matmul_peak_flops"] = measured_matmul_peak(dtype, peak_size, repeats=5) if peak_size else None
     result["matmul_peak_shape"] = f"{dtype} {peak_size}^3" + (" (f32 accumulation)" if dtype != "float32" else "")
     per_device = result["model_flops_per_sec"] / mesh.size
     for key, peak in (("mfu_published", result["published_peak_flops"]), ("mfu_measured", result["matmul_peak_flops"])):
@@ -237,7 +241,8 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
         tokens_per_step=tokens_per_step, tokens_per_sec=tokens_per_step / pipelined,
         flops_per_token=flops_per_token(model_config), model_flops_per_sec=flops_per_step / pipelined,
         param_bytes_per_device=state_bytes["params"], optimizer_bytes_per_device=state_bytes["opt_state"],
-        final_loss=loss, page_faults_per_step=faults_per_step, matmul_floor_ms=None if floor_s is None else 1e3 * floor_s, **_memory(compiled))
+        final_loss=loss, page_faults_per_step=faults_per_step,
+        matmul_floor_ms=None if floor_s is None else 1e3 * floor_s, **_memory(compiled))
 
 
 def _gib(n: float | None) -> str:
@@ -325,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not distributed.is_main():
+        return 0
     command = " ".join(["python -m gptjax.bench", *(argv if argv is not None else sys.argv[1:])])
     print(f"{command}\n" + format_table(result))
     if args.json:

@@ -168,3 +168,23 @@ def test_entry_point_reexecutes_once_with_the_tunables(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                          env={**env, hostmem.OPT_OUT: "default", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).stdout
     assert out.split("\n")[:2] == ["start", "glibc.malloc.hugetlb=0"]
+
+
+def test_two_processes_bench_one_step_and_one_table(tmp_path):
+    """A multi-host benchmark: 2 processes x 2 CPU devices over 127.0.0.1, the config's data prepared once (by
+    process 0) in the shared workdir, the table printed once."""
+    from test_multihost import env, free_port
+
+    text = tmp_path / "text.txt"
+    text.write_text("It was the best of times, it was the worst of times.\n" * 300)
+    port = free_port()
+    args = ["--config", "configs/shakespeare_char_cpu.py", *[f"--config.{o}" for o in TINY],
+            "--config.train.batch_size=8", f"--config.data.path={text}", "--workdir", str(tmp_path / "run"),
+            "--steps=2", "--warmup=0", "--peak_size=0", "--loader_batches=2",
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "gptjax.bench", *args, f"--config.distributed.process_id={i}"],
+                              cwd=REPO, env=env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "throughput" in outputs[0] and "'data': 4" in outputs[0] and "throughput" not in outputs[1]
