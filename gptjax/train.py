@@ -15,7 +15,7 @@ progress bar shows the steps, ETA, tokens/s and loss; elsewhere (logs, CI) a lin
 from __future__ import annotations
 
 if __name__ == "__main__":  # `python -m gptjax.train`: host memory settings before JAX loads (see gptjax.hostmem)
-    from gptjax.hostmem import reexec_with_tunables
+    from gptjax.hostmem import advice as hostmem_advice, reexec_with_tunables
 
     reexec_with_tunables()
 
@@ -37,7 +37,7 @@ from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.loader import WindowLoader, eval_batches
 from gptjax.flops import flops_per_token, reference_peak
-from gptjax.hostmem import reexec_with_tunables
+from gptjax.hostmem import advice as hostmem_advice, reexec_with_tunables
 from gptjax.model import ModelConfig, count_params
 from gptjax.rundir import (TrainingError, check_resumable, check_vocabulary, ensure_writable, init_params,
                            parse_eval_tasks, prepare_data, write_atomically)
@@ -125,6 +125,8 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
           f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
     state_bytes = sharding.bytes_per_device(built.abstract_state, built.shardings)
     print(f"mesh: {dict(built.mesh.shape)}; parameters + optimizer state per device: {state_bytes / 2**20:,.1f} MiB")
+    if jax.default_backend() == "cpu" and main_process and (tip := hostmem_advice()):
+        print(tip)
 
     checkpoints = Checkpoints(run_dir, keep=cfg.checkpoint.keep, every=cfg.checkpoint.every,
                               keep_best=cfg.checkpoint.keep_best)

@@ -156,6 +156,16 @@ def test_host_malloc_tunables_environment():
     assert hostmem.tunables_env({hostmem.OPT_OUT: "default"}) is None
 
 
+def test_in_process_training_is_told_about_the_tunables(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(hostmem.OPT_OUT, raising=False)
+    tip = hostmem.advice()
+    if sys.platform == "linux":
+        assert tip.startswith("note: on a CPU") and hostmem.TUNABLES in tip
+    monkeypatch.setenv("GLIBC_TUNABLES", hostmem.TUNABLES)
+    assert hostmem.advice() is None
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc tunables")
 def test_entry_point_reexecutes_once_with_the_tunables(tmp_path):
     script = tmp_path / "entry.py"
