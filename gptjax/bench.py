@@ -121,11 +121,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     t = cfg.train
     distributed.initialize(cfg.distributed)  # a multi-host benchmark times the multi-host step
     mesh = sharding.make_mesh(cfg.mesh)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if (t.batch_size // t.grad_accum) % data_parallel or t.batch_size % t.grad_accum:
-        raise ConfigError(f"train.batch_size={t.batch_size} does not split into train.grad_accum={t.grad_accum} "
-                          f"micro-batches over the {data_parallel} data-parallel devices; use a multiple of "
-                          f"{data_parallel * t.grad_accum}")
+    sharding.check_batch_split(t.batch_size, t.grad_accum, mesh)
     with tempfile.TemporaryDirectory(prefix="gptjax-bench-") as tmp:
         began = time.perf_counter()
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
@@ -322,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args, overrides = parse_args(argv, prog="python -m gptjax.bench", doc=__doc__, add_arguments=options,
                                  workdir_help="prepare and read the config's data here (default: random tokens)")
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so now, not after the whole run
+        print(f"error: --json {args.json}: its directory does not exist", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, overrides)
         result = run_benchmark(cfg, steps=args.steps, warmup=args.warmup, workdir=args.workdir,

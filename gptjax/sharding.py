@@ -84,6 +84,15 @@ def state_shardings(abstract_state, mesh):
     return jax.tree.map(sharding, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
+    """Each micro-batch must split evenly over the data-parallel devices (mesh.data x mesh.fsdp)."""
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (batch_size // grad_accum) % data_parallel:
+        raise ConfigError(f"train.batch_size={batch_size} (per micro-batch: {batch_size // grad_accum}) does not "
+                          f"split over the {data_parallel} data-parallel devices (mesh.data x mesh.fsdp); use a "
+                          f"multiple of {data_parallel * grad_accum}")
+
+
 def batch_sharding(mesh) -> NamedSharding:
     """Token batches [batch, time]: rows split over every data-parallel axis."""
     return NamedSharding(mesh, partition_spec(("batch", None), (0, 0), mesh))

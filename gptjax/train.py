@@ -15,7 +15,7 @@ progress bar shows the steps, ETA, tokens/s and loss; elsewhere (logs, CI) a lin
 from __future__ import annotations
 
 if __name__ == "__main__":  # `python -m gptjax.train`: host memory settings before JAX loads (see gptjax.hostmem)
-    from gptjax.hostmem import advice as hostmem_advice, reexec_with_tunables
+    from gptjax.hostmem import reexec_with_tunables
 
     reexec_with_tunables()
 
@@ -96,11 +96,7 @@ def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     t = cfg.train
     tracking.check_wandb(cfg)
     mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if (t.batch_size // t.grad_accum) % data_parallel:
-        raise ConfigError(f"train.batch_size={t.batch_size} (per micro-batch: {t.batch_size // t.grad_accum}) does "
-                          f"not split over the {data_parallel} data-parallel devices (mesh.data x mesh.fsdp); use a "
-                          f"multiple of {data_parallel * t.grad_accum}")
+    sharding.check_batch_split(t.batch_size, t.grad_accum, mesh)
     if main_process:  # one writer for the run directory's shared files; the others wait for it
         check_resumable(run_dir, cfg)
         ensure_writable(run_dir)

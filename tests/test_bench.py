@@ -136,6 +136,7 @@ def test_real_data_prepared_in_the_workdir(tmp_path):
     (["--config.model.num_layerz=3"], "num_layerz"),
     (["--config.data.tokenizer=/no/such/tokenizer.json"], "--vocab_size"),
     (["--config.train.batch_size=3", "--config.train.grad_accum=2"], "grad_accum"),
+    (["--json", "/no/such/dir/bench.json"], "--json"),
 ])
 def test_bad_input_is_one_line(args, message, capsys):
     base = ["--config", "configs/shakespeare_char_cpu.py", *[f"--config.{o}" for o in TINY], "--peak_size", "0"]
