@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test test-slow clean-venv
+.PHONY: train test test-slow lint clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ train: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(BIN)/.installed  # the import layering in pyproject.toml ([tool.importlinter]; docs/architecture.md)
+	$(BIN)/lint-imports --no-logo --no-cache
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

@@ -18,12 +18,13 @@ for causality). Data: random tokens written as token shards and read by the real
 
 from __future__ import annotations
 
+import sys
+import time
+
 if __name__ == "__main__":  # `python -m gptjax.bench`: host memory settings before JAX loads (see gptjax.hostmem)
     from gptjax.hostmem import reexec_with_tunables
 
     reexec_with_tunables()
-
-import time  # noqa: E402
 
 _STARTED = time.perf_counter()  # before JAX is imported: "time to first step" includes start-up
 
@@ -32,7 +33,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,16 +41,17 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gptjax import distributed, sharding  # noqa: E402
+from gptjax.command import parse_args  # noqa: E402
 from gptjax.config import ConfigError, load_config  # noqa: E402
-from gptjax.data import DataError  # noqa: E402
 from gptjax.data.loader import WindowLoader  # noqa: E402
 from gptjax.data.shards import TokenShard, write_shard  # noqa: E402
+from gptjax.errors import GptjaxError, report_errors  # noqa: E402
 from gptjax.flops import (flops_per_token, matmul_floor, matmul_weights, measured_matmul_peak,  # noqa: E402
                           published_peak)
+from gptjax.inputs import prepare_data  # noqa: E402
 from gptjax.model import ModelConfig, count_params  # noqa: E402
-from gptjax.state import setup  # noqa: E402
-from gptjax.step import make_loss_fn, make_train_step  # noqa: E402
-from gptjax.tokenizer import TokenizerError  # noqa: E402
+from gptjax.step import make_loss_fn  # noqa: E402
+from gptjax.trainer import build_program  # noqa: E402
 
 # Vocabulary of the random tokens when model.vocab_size=0 (the tokenizer's size) and no data is prepared.
 TOKENIZER_VOCAB = {"char": 65, "byte": 256, "gpt2": 50257}
@@ -125,8 +126,6 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     with tempfile.TemporaryDirectory(prefix="gptjax-bench-") as tmp:
         began = time.perf_counter()
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
-            from gptjax.rundir import prepare_data
-
             if distributed.is_main():  # as in training: one process writes, the others read what it wrote
                 prepare_data(cfg, Path(workdir))
             distributed.barrier("data prepared")
@@ -165,15 +164,12 @@ def _time_steps(cfg, model_config: ModelConfig, mesh, loader: WindowLoader, step
                 floor: bool) -> dict:
     t = cfg.train
     began = time.perf_counter()
-    built = setup(cfg, model_config, mesh)
-    batch_sharding = sharding.batch_sharding(built.mesh)
-    step_fn = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
-                              state_shardings=built.shardings, batch_sharding=batch_sharding,
-                              skip_nonfinite=t.nonfinite == "skip")
+    program = build_program(cfg, model_config, mesh)  # what gptjax.train runs
+    built, step_fn = program.setup, program.train_step
     batches = loader.iterate(0)
 
     def next_batch():
-        return jax.make_array_from_process_local_data(batch_sharding, next(batches))
+        return program.to_device(next(batches))
 
     state = built.init(t.seed)
     jax.block_until_ready(state)
@@ -299,12 +295,6 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gptjax.hostmem import reexec_with_tunables
-    from gptjax.train import parse_args
-
-    if argv is None:  # the real command line (a console script): see gptjax.hostmem
-        reexec_with_tunables()
-
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--steps", type=int, default=10, help="timed steps, each way (default 10)")
         parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (default 2)")
@@ -318,25 +308,22 @@ def main(argv: list[str] | None = None) -> int:
 
     args, overrides = parse_args(argv, prog="python -m gptjax.bench", doc=__doc__, add_arguments=options,
                                  workdir_help="prepare and read the config's data here (default: random tokens)")
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so now, not after the whole run
-        print(f"error: --json {args.json}: its directory does not exist", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, overrides)
-        result = run_benchmark(cfg, steps=args.steps, warmup=args.warmup, workdir=args.workdir,
-                               vocab_size=args.vocab_size, peak_size=args.peak_size,
+
+    def work() -> None:
+        if args.json and not Path(args.json).resolve().parent.is_dir():  # say so now, not after the whole run
+            raise GptjaxError(f"--json {args.json}: its directory does not exist")
+        result = run_benchmark(load_config(args.config, overrides), steps=args.steps, warmup=args.warmup,
+                               workdir=args.workdir, vocab_size=args.vocab_size, peak_size=args.peak_size,
                                loader_batches=args.loader_batches, floor=args.matmul_floor)
-    except (ConfigError, DataError, TokenizerError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not distributed.is_main():
-        return 0
-    command = " ".join(["python -m gptjax.bench", *(argv if argv is not None else sys.argv[1:])])
-    print(f"{command}\n" + format_table(result))
-    if args.json:
-        result["command"] = command
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+        if not distributed.is_main():
+            return
+        command = " ".join(["python -m gptjax.bench", *(argv if argv is not None else sys.argv[1:])])
+        print(f"{command}\n" + format_table(result))
+        if args.json:
+            result["command"] = command
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+    return report_errors(work)
 
 
 if __name__ == "__main__":

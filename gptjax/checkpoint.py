@@ -23,14 +23,18 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-import gptjax
+from gptjax import __version__
+from gptjax.errors import GptjaxError
+from gptjax.rundir import RunDir
 
 FORMAT_VERSION = 1  # raise when the layout of `state` changes; older checkpoints are then refused by name
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GptjaxError, RuntimeError):
     """A checkpoint cannot be written or read; the message says which, why, and what is still intact."""
+
+    exit_code = 1  # the run could not go on; its earlier checkpoints are intact
 
 
 def _reason(error: Exception) -> str:
@@ -79,13 +83,13 @@ class Checkpoints:
     def __init__(self, run_dir: str | Path, *, keep: int = 2, every: int = 0, keep_best: bool = False,
                  read_only: bool = False):
         _ignore_closed_loop_callbacks()
-        run_dir = Path(run_dir).absolute()
-        self.directory = run_dir / "checkpoints"
+        run_dir = RunDir(Path(run_dir).absolute())
+        self.directory = run_dir.checkpoints
         self.every, self.read_only = every, read_only
         if not read_only:
             self._report_unfinished(self.directory)
         self.manager = _manager(self.directory, keep, create=not read_only)
-        best_dir = run_dir / "checkpoints_best"
+        best_dir = run_dir.checkpoints_best
         self.best = _manager(best_dir, 1, create=True) if keep_best and not read_only else (
             _manager(best_dir, 1, create=False) if best_dir.is_dir() else None)
         self.best_loss = self._saved_best_loss()
@@ -117,7 +121,7 @@ class Checkpoints:
         return True
 
     def _save(self, manager, directory, step, state, config, meta) -> None:
-        meta = {"format_version": FORMAT_VERSION, "gptjax_version": gptjax.__version__, "step": step, **meta}
+        meta = {"format_version": FORMAT_VERSION, "gptjax_version": __version__, "step": step, **meta}
         self._settle(manager)
         self._saving = (step, Path(directory))
         try:
@@ -178,7 +182,7 @@ class Checkpoints:
             if meta is not None and meta.get("format_version") != FORMAT_VERSION:
                 raise CheckpointError(
                     f"checkpoint {path} has format version {meta.get('format_version')} (gptjax "
-                    f"{meta.get('gptjax_version', '?')}); this gptjax {gptjax.__version__} reads version "
+                    f"{meta.get('gptjax_version', '?')}); this gptjax {__version__} reads version "
                     f"{FORMAT_VERSION}; use the gptjax that wrote it, or start a new --workdir")
             try:
                 if meta is None:

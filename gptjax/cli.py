@@ -15,6 +15,9 @@ import difflib
 import importlib
 import sys
 
+from gptjax import __version__
+from gptjax.hostmem import reexec_with_tunables
+
 # name -> (module, what it does). Modules are imported only when their subcommand runs, so `gptjax --help` and
 # a mistyped subcommand answer at once instead of first importing JAX.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,8 +66,10 @@ def _run_lm_eval(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv_is_real = argv is None
+def main(argv: list[str] | None = None, *, real_command_line: bool | None = None) -> int:
+    """`gptjax SUBCOMMAND ARGS...`; argv None reads sys.argv. real_command_line (default: argv is None) says the
+    process was started for this command, so train and bench may re-execute it with the host memory tunables."""
+    real_command_line = argv is None if real_command_line is None else real_command_line
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(), file=sys.stderr)
@@ -74,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if first == "--version":
-        from gptjax import __version__
-
         print(f"gptjax {__version__}")
         return 0
     if first not in COMMANDS:
@@ -85,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unknown {what} {first!r}{hint}")
     if first == "lm-eval":
         return _run_lm_eval(rest)
-    if argv_is_real and first in ("train", "bench"):  # before JAX loads: see gptjax.hostmem
-        from gptjax.hostmem import reexec_with_tunables
-
+    if real_command_line and first in ("train", "bench"):  # before JAX loads: see gptjax.hostmem
         reexec_with_tunables()
     module = importlib.import_module(COMMANDS[first][0])
     status = module.main(rest)
     return 0 if status is None else int(status)
+
+
+def train() -> int:
+    """The gptjax-train console script."""
+    return main(["train", *sys.argv[1:]], real_command_line=True)
+
+
+def bench() -> int:
+    """The gptjax-bench console script."""
+    return main(["bench", *sys.argv[1:]], real_command_line=True)
 
 
 if __name__ == "__main__":

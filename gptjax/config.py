@@ -9,6 +9,7 @@ into the run directory (config.yaml) repeats the run exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import os
@@ -20,8 +21,11 @@ import ml_collections
 import yaml
 from ml_collections import config_dict
 
+from gptjax.errors import GptjaxError
+from gptjax.tasks import TASKS
 
-class ConfigError(ValueError):
+
+class ConfigError(GptjaxError, ValueError):
     """A config that cannot run: the message names the key and what would be valid."""
 
 
@@ -286,31 +290,17 @@ def _coerce(key: str, value: Any, expected: type | None) -> Any:
 def validate(cfg: ml_collections.ConfigDict) -> None:
     for key, allowed in CHOICES.items():
         section, leaf = key.split(".")
-        if cfg[section][leaf] not in allowed:
+        if section != "model" and cfg[section][leaf] not in allowed:  # the model's: check_model below
             raise ConfigError(f"{key}={cfg[section][leaf]!r} is not one of: {', '.join(allowed)}")
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
-    _positive(m, "model", ("block_size", "num_layers", "num_heads", "d_model"))
+    check_model(m, vocab_size_known=False)
     _positive(t, "train", ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"))
-    _non_negative(m, "model", ("vocab_size", "num_kv_heads", "d_ff"))
     _non_negative(t, "train", ("eval_every", "sample_tokens", "max_consecutive_skips"))
     _non_negative(o, "optim", ("warmup_steps", "decay_steps", "weight_decay", "grad_clip"))
     _non_negative(cfg.checkpoint, "checkpoint", ("every",))
     if cfg.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} must be at least 1")
-    if m.d_model % m.num_heads:
-        raise ConfigError(f"model.num_heads={m.num_heads} must divide model.d_model={m.d_model}")
-    kv = m.num_kv_heads or m.num_heads
-    if m.num_heads % kv:
-        raise ConfigError(f"model.num_kv_heads={kv} must divide model.num_heads={m.num_heads}")
-    if m.position == "rope" and (m.d_model // m.num_heads) % 2:
-        raise ConfigError(f"model.position='rope' needs an even head size, got {m.d_model // m.num_heads}")
-    for leaf in ("dropout", "attn_dropout"):
-        if not 0.0 <= m[leaf] < 1.0:
-            raise ConfigError(f"model.{leaf}={m[leaf]} must be in [0, 1)")
-    if m.attn_dropout > 0 and m.attention != "xla":
-        raise ConfigError(f"model.attn_dropout>0 needs model.attention='xla' (fused kernels compute no attention "
-                          f"probabilities to drop); got attention={m.attention!r}")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}")
     if not 0.0 <= d.val_fraction < 1.0:
@@ -323,6 +313,40 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("log.wandb=true needs log.wandb_project (the W&B project to log to)")
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
         raise ConfigError(f"optim.lr={o.lr} must be > 0 and optim.min_lr={o.min_lr} within [0, lr]")
+    parse_mixture(d.shards) if d.source == "shards" else None
+    parse_eval_tasks(t.eval_tasks, check_files=False)
+
+
+def check_model(m, *, vocab_size_known: bool = True) -> None:
+    """The model section's own rules, for a config section or a ModelConfig alike (anything indexable by key or
+    with the fields as attributes): the one place they are written. vocab_size_known=False allows vocab_size 0
+    (the tokenizer's size, filled in later)."""
+    get = (lambda k: m[k]) if hasattr(m, "__getitem__") else (lambda k: getattr(m, k))
+    for key, allowed in CHOICES.items():
+        section, leaf = key.split(".")
+        if section == "model" and get(leaf) not in allowed:
+            raise ConfigError(f"{key}={get(leaf)!r} is not one of: {', '.join(allowed)}")
+    positive = ("block_size", "num_layers", "num_heads", "d_model") + (("vocab_size",) if vocab_size_known else ())
+    for leaf in positive:
+        if get(leaf) <= 0:
+            raise ConfigError(f"model.{leaf}={get(leaf)} must be positive")
+    for leaf in ("vocab_size", "num_kv_heads", "d_ff"):
+        if get(leaf) < 0:
+            raise ConfigError(f"model.{leaf}={get(leaf)} must be zero or positive")
+    heads, width = get("num_heads"), get("d_model")
+    if width % heads:
+        raise ConfigError(f"model.num_heads={heads} must divide model.d_model={width}")
+    kv = get("num_kv_heads") or heads
+    if heads % kv:
+        raise ConfigError(f"model.num_kv_heads={kv} must divide model.num_heads={heads}")
+    if get("position") == "rope" and (width // heads) % 2:
+        raise ConfigError(f"model.position='rope' needs an even head size, got {width // heads}")
+    for leaf in ("dropout", "attn_dropout"):
+        if not 0.0 <= get(leaf) < 1.0:
+            raise ConfigError(f"model.{leaf}={get(leaf)} must be in [0, 1)")
+    if get("attn_dropout") > 0 and get("attention") != "xla":
+        raise ConfigError(f"model.attn_dropout>0 needs model.attention='xla' (fused kernels compute no attention "
+                          f"probabilities to drop); got attention={get('attention')!r}")
 
 
 def _positive(section, name, keys):
@@ -335,6 +359,105 @@ def _non_negative(section, name, keys):
     for k in keys:
         if section[k] < 0:
             raise ConfigError(f"{name}.{k}={section[k]} must be zero or positive")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The config's small languages, turned into structures (each checked here, once)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSource:
+    """One prepared shard directory of data.shards (DIR with train/, optional val/ and tokenizer/)."""
+
+    name: str  # the directory's name: how the source is named in logs and metrics (val_loss_<name>)
+    path: Path
+    weight: float | None  # None: no weights given (every window equally likely)
+
+
+def parse_mixture(spec: str) -> dict[str, ShardSource]:
+    """data.shards: 'DIR' or 'DIR:WEIGHT,DIR:WEIGHT,...' -> {name: ShardSource}, in the order given."""
+    sources: dict[str, ShardSource] = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        path, _, weight = item.rpartition(":") if ":" in item else (item, "", "")
+        try:
+            value = float(weight) if weight else None
+        except ValueError:
+            raise ConfigError(f"data.shards: {item!r} is not DIR or DIR:WEIGHT (weight a number)") from None
+        name = Path(path).name
+        if name in sources:
+            raise ConfigError(f"data.shards names two sources {name!r}; give each source its own directory name")
+        sources[name] = ShardSource(name, Path(path), value)
+    weights = [s.weight for s in sources.values()]
+    if not sources or (None in weights and len(set(weights)) > 1):
+        raise ConfigError(f"data.shards={spec!r}: give one directory, or a weight for every directory")
+    return sources
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTask:
+    """One entry of train.eval_tasks."""
+
+    name: str  # the metrics' prefix: the task, or custom_<file stem>
+    task: str
+    path: Path
+    limit: int | None
+
+
+def parse_eval_tasks(spec: str, *, check_files: bool = True) -> list[EvalTask]:
+    """train.eval_tasks 'TASK:PATH[:LIMIT],...' -> [EvalTask]; check_files: each PATH must exist (checked when a
+    run starts; a config file may name files of another machine)."""
+    tasks: list[EvalTask] = []
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        task, _, rest = item.partition(":")
+        path, limit = rest, None
+        head, _, tail = rest.rpartition(":")
+        if head and tail.isdigit():
+            path, limit = head, int(tail)
+        if task not in TASKS or not path:
+            raise ConfigError(f"train.eval_tasks: {item!r} is not TASK:PATH[:LIMIT] with TASK one of "
+                              f"{', '.join(TASKS)}")
+        if check_files and not Path(path).exists():
+            raise ConfigError(f"train.eval_tasks: {path} (for {task}) does not exist")
+        name = f"{task}_{Path(path).stem}" if task == "custom" else task
+        if any(name == other.name for other in tasks):
+            raise ConfigError(f"train.eval_tasks names {name} twice")
+        tasks.append(EvalTask(name, task, Path(path), limit))
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Continuing a run with a changed config
+
+
+# Model keys that change how the model runs, not what its parameters are: a run may continue with them changed,
+# and weights move between models that differ only in them.
+RUNTIME_MODEL_KEYS = ("attention", "remat", "scan_layers", "dtype", "dropout", "attn_dropout")
+RESUMABLE_SECTIONS = ("model", "optim", "train", "mesh", "distributed", "checkpoint")
+
+
+def resume_changes(saved: dict, cfg: ml_collections.ConfigDict, where: str) -> list[str]:
+    """What differs between a run's saved config (a dict read from its config.yaml) and cfg, as 'key: old -> new'
+    lines; ConfigError when the model or the data differ, which a run cannot continue with."""
+    new = cfg.to_dict()
+    for section in ("model", "data"):
+        for key, value in new[section].items():
+            if section == "model" and key in RUNTIME_MODEL_KEYS:
+                continue
+            if saved.get(section, {}).get(key, value) != value:
+                raise ConfigError(
+                    f"{where} holds a run with {section}.{key}={saved[section][key]!r}, not {value!r}; "
+                    f"use a new --workdir (or the saved config: --config {where}/config.yaml)")
+    return [f"{s}.{k}: {saved[s][k]!r} -> {v!r}"
+            for s in RESUMABLE_SECTIONS for k, v in new[s].items()
+            if s in saved and saved[s].get(k, v) != v and (s != "model" or k in RUNTIME_MODEL_KEYS)]
+
+
+def read_saved(path: Path) -> dict:
+    """A run's config.yaml as a plain dict (not validated: an older run may hold keys since renamed)."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} cannot be read ({e}); restore it, or use a new --workdir") from None
 
 
 def to_yaml(cfg: ml_collections.ConfigDict) -> str:

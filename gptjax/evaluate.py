@@ -33,6 +33,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax import distributed, tracking
+from gptjax.config import parse_mixture
+from gptjax.data.shards import open_split
+from gptjax.errors import GptjaxError, report_errors
+from gptjax.rundir import RunDir
+from gptjax.run import Run, load_run
 from gptjax.tasks import TASKS, Task, TaskError, load_task
 
 EVAL_TASKS = ("val_loss",) + TASKS
@@ -69,7 +74,7 @@ class Scorer:
 
     def __init__(self, run, batch_size: int = DEFAULT_BATCH_SIZE):
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be positive")
+            raise TaskError(f"batch_size={batch_size} must be positive")
         self.run, self.batch_size = run, batch_size
         self.tokenizer = run.tokenizer
         self.block_size = run.model_config.block_size
@@ -106,7 +111,7 @@ class Scorer:
         seq = list(context) + list(continuation)
         start, end = len(context), len(seq)
         if start < 1:
-            raise ValueError("a continuation needs at least one context token to be predicted from")
+            raise TaskError("a continuation needs at least one context token to be predicted from")
         if len(continuation) <= self.block_size:
             spans = [(start, end)]
         else:
@@ -245,16 +250,14 @@ def val_loss(run, shards, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | 
 
 def default_val_dirs(run, run_dir: Path | None) -> list[Path]:
     """The run's own validation split(s): RUN/data/val for text sources, DIR/val of each prepared shard source."""
-    from gptjax.rundir import parse_mixture
-
     if run.config.data.source == "shards":
-        dirs = [path / "val" for path, _ in parse_mixture(run.config.data.shards).values()]
+        dirs = [source.path / "val" for source in parse_mixture(run.config.data.shards).values()]
         dirs = [d for d in dirs if d.is_dir()]
     else:
         if run_dir is None:
             raise TaskError("val_loss of a run trained on text needs its directory (run_dir=...) or data=<shards "
                             "dir>, to find RUN/data/val")
-        dirs = [d for d in [Path(run_dir) / "data" / "val"] if d.is_dir()]
+        dirs = [d for d in [RunDir(run_dir).data / "val"] if d.is_dir()]
     if not dirs:
         raise TaskError("the run has no validation split (data.val_fraction=0?); pass --data <dir of .ds shards>")
     return dirs
@@ -264,9 +267,9 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
                   batch_size: int = DEFAULT_BATCH_SIZE, *, run_dir=None) -> dict:
     """Evaluates a loaded run (gptjax.state.load_run) on one task; returns {"task", "data", "shots", "limit",
     "step", "metrics", "counts", "seconds"}. val_loss reads `data` (a directory of .ds shards) or, by default, the
-    run's own validation split (for text-trained runs, pass run_dir)."""
-    from gptjax.data.shards import open_split
-
+    run's own validation split (for text-trained runs, pass run_dir; default: the directory the run was loaded
+    from)."""
+    run_dir = run_dir if run_dir is not None else run.run_dir
     began = time.perf_counter()
     if task == "val_loss":
         if shots:
@@ -300,10 +303,6 @@ def _summary(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gptjax.checkpoint import CheckpointError
-    from gptjax.config import ConfigError
-    from gptjax.state import load_run
-
     parser = argparse.ArgumentParser(prog="python -m gptjax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a run directory written by gptjax.train")
     parser.add_argument("--task", required=True, choices=EVAL_TASKS)
@@ -318,31 +317,25 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--step", type=int, help="evaluate this checkpoint (default: the latest)")
     which.add_argument("--best", action="store_true", help="evaluate the checkpoint with the lowest val loss")
     args = parser.parse_args(argv)
+    return report_errors(lambda: _evaluate(args))
 
-    def fail(message) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
 
+def _evaluate(args: argparse.Namespace) -> None:
     if args.shots < 0 or (args.limit is not None and args.limit < 1) or args.batch_size < 1:
-        return fail("--shots must be >= 0, --limit and --batch_size positive")
+        raise GptjaxError("--shots must be >= 0, --limit and --batch_size positive")
     if args.task not in ("val_loss",) and not args.data:
-        return fail(f"--task {args.task} needs --data PATH (its file or directory, e.g. shared/data/eval/...)")
-    workdir = Path(args.workdir)
+        raise GptjaxError(f"--task {args.task} needs --data PATH (its file or directory, e.g. shared/data/eval/...)")
+    workdir = RunDir(args.workdir)
+    run = load_run(workdir.path, args.step, best=args.best)
+    result = evaluate_task(run, args.task, args.data, args.shots, args.limit, args.batch_size, run_dir=workdir.path)
+    out = workdir.eval_result(args.task, args.name or (Path(args.data).stem if args.task == "custom" else None))
     try:
-        run = load_run(workdir, args.step, best=args.best)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        return fail(e)
-    try:
-        result = evaluate_task(run, args.task, args.data, args.shots, args.limit, args.batch_size, run_dir=workdir)
-    except (TaskError, ValueError, OSError) as e:  # DataError and TokenizerError are ValueErrors
-        return fail(e)
-    name = args.name or (Path(args.data).stem if args.task == "custom" else None)
-    out = workdir / "eval" / (f"{args.task}-{name}.json" if name else f"{args.task}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise GptjaxError(f"cannot write the results to {out}: {e.strerror or e}") from None
     print(_summary(result))
     print(f"results: {out}")
-    return 0
 
 
 if __name__ == "__main__":

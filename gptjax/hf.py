@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import struct
 import sys
 from pathlib import Path
 
@@ -39,18 +38,27 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from gptjax.config import ConfigError, base_config, load_config, to_yaml, validate
+from gptjax.checkpoint import Checkpoints
+from gptjax.config import base_config, load_config, to_yaml, validate
+from gptjax.errors import GptjaxError, report_errors
 from gptjax.model import ModelConfig
-from gptjax.tokenizer import (EOT, BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError,
-                              build_tokenizer, load_tokenizer)
+from gptjax.rundir import RunDir, write_atomically
+from gptjax.run import Run, load_run
+from gptjax.sharding import make_mesh
+from gptjax.state import setup
+from gptjax.step import TrainState
+from gptjax.tokenizer import (EOT, BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, build_tokenizer,
+                              env_flag, hub_reachable, load_tokenizer)
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SUPPORTED = "GPT2LMHeadModel and LlamaForCausalLM"
 
 
-class HFError(ValueError):
+class HFError(GptjaxError, ValueError):
     """A model or directory that cannot be converted; the message names the problem and what to do."""
 
 
@@ -76,8 +84,6 @@ def _resolve_source(src: str | Path) -> tuple[Path, str, str]:
 
 def _download(name: str) -> Path:
     """A hub model's config, safetensors and tokenizer files (nothing else), from the cache or the hub."""
-    from gptjax.tokenizer import _env_flag, _hub_reachable  # the same offline rules as tokenizers from the hub
-
     hint = "pass a local directory written by save_pretrained"
     try:
         from huggingface_hub import snapshot_download
@@ -89,9 +95,9 @@ def _download(name: str) -> Path:
         return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001  (not cached: fall through to the network)
         pass
-    if _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE"):
+    if env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE"):
         reason = "offline (HF_HUB_OFFLINE) and not in the local cache"
-    elif not _hub_reachable():
+    elif not hub_reachable():
         reason = "the hub is unreachable and it is not in the local cache"
     else:
         try:
@@ -109,37 +115,26 @@ def _read_json(path: Path) -> dict:
         raise HFError(f"cannot read {path}: {e}") from None
 
 
-# safetensors' numpy API cannot hold bfloat16 (numpy has no such type), which most released checkpoints use; those
-# tensors are read from the file directly (the format is an 8-byte header length, a JSON header, raw bytes).
-_RAW_DTYPES = {"BF16": "bfloat16", "F16": np.float16, "F32": np.float32, "F64": np.float64}
+FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 
 
 def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
+    """Every tensor of a safetensors file as a host array. Read through safetensors' flax loader, since its numpy
+    loader cannot hold bfloat16 (numpy has no such type), which most released checkpoints use; on the CPU device,
+    so a large model is never staged through one accelerator's memory."""
+    tensors = {}
     try:
-        return load_file(str(file))
-    except TypeError:  # a dtype numpy lacks (bfloat16)
-        pass
+        with jax.default_device(jax.devices("cpu")[0]), safe_open(str(file), framework="flax") as f:
+            for name in f.keys():
+                dtype = f.get_slice(name).get_dtype()
+                if dtype not in FLOAT_DTYPES:
+                    raise HFError(f"{file}: tensor {name} has dtype {dtype}; only float checkpoints (F32, F16, "
+                                  "BF16) can be imported")
+                tensors[name] = np.asarray(f.get_tensor(name))
+    except HFError:
+        raise
     except Exception as e:  # noqa: BLE001  (the Rust reader raises its own error types)
         raise HFError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
-    import ml_dtypes
-
-    with open(file, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _RAW_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise HFError(f"{file}: tensor {name} has dtype {info['dtype']}; only float checkpoints (F32, F16, "
-                          "BF16) can be imported")
-        dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
-        start, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"])
     return tensors
 
 
@@ -341,9 +336,6 @@ def load_hf(path: str | Path, *, block_size: int | None = None, mesh=None):
     huggingface_hub can fetch it, a hub name) as a gptjax Run at step 0, with parameters on `mesh` (default: every
     device). block_size caps the context (a RoPE model's max_position_embeddings can be far longer than needed;
     a learned position table is cut to it)."""
-    from gptjax.sharding import make_mesh
-    from gptjax.state import Run, setup
-
     directory, name, spec = _resolve_source(path)
     hf = _read_json(directory / "config.json")
     arch = _architecture(hf, directory)
@@ -399,13 +391,8 @@ def import_hf(src: str | Path, run_dir: str | Path, *, block_size: int | None = 
     """Writes a gptjax run directory from a Hugging Face model: config.yaml, tokenizer/, and checkpoints/0 holding
     the converted parameters with a fresh optimizer state, so gptjax.sample, load_run, evaluation and
     checkpoint.init_from=RUN_DIR use it like a trained run."""
-    from gptjax.checkpoint import Checkpoints
-    from gptjax.sharding import make_mesh
-    from gptjax.state import setup
-    from gptjax.step import TrainState
-
-    run_dir = Path(run_dir)
-    _fresh_directory(run_dir, "run directory")
+    run_dir = RunDir(run_dir)
+    _fresh_directory(run_dir.path, "run directory")
     mesh = make_mesh(base_config().mesh)
     run = load_hf(src, block_size=block_size, mesh=mesh)
     built = setup(run.config, run.model_config, mesh)
@@ -413,15 +400,15 @@ def import_hf(src: str | Path, run_dir: str | Path, *, block_size: int | None = 
     step = jax.device_put(jnp.zeros((), jnp.int32), built.shardings.step)
     state = TrainState(step=step, params=run.params, opt_state=opt_state)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(run.config))
-    run.tokenizer.save(run_dir / "tokenizer")
-    checkpoints = Checkpoints(run_dir)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_atomically(run_dir.config, to_yaml(run.config))
+    run.tokenizer.save(run_dir.tokenizer)
+    checkpoints = Checkpoints(run_dir.path)
     try:
         checkpoints.save(0, state, run.config.to_dict(), {"seed": run.config.train.seed, "imported_from": str(src)})
     finally:
         checkpoints.close()
-    return run_dir
+    return run_dir.path
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -557,13 +544,13 @@ def _write_tokenizer(tokenizer: Tokenizer, mc: ModelConfig, out_dir: Path) -> No
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _run_model_config(run_dir: Path) -> tuple[ModelConfig, Tokenizer]:
+def _run_model_config(run_dir: RunDir) -> tuple[ModelConfig, Tokenizer]:
     """The run's model config and tokenizer, read without touching the checkpoint (so a model that cannot be
     exported is refused at once)."""
-    if not (run_dir / "config.yaml").exists():
+    if not run_dir.config.exists():
         raise HFError(f"{run_dir} has no config.yaml; pass a run directory written by gptjax.train or gptjax.hf import")
-    cfg = load_config(run_dir / "config.yaml")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    cfg = load_config(run_dir.config)
+    tokenizer = load_tokenizer(run_dir.tokenizer)
     return ModelConfig.from_config(cfg.model, tokenizer.vocab_size), tokenizer
 
 
@@ -571,15 +558,11 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, step: int | None = None,
     """Writes checkpoint `step` (default: the newest; best=True: checkpoints_best) of a gptjax run as a Hugging Face
     directory: config.json, model.safetensors (float32), tokenizer.json + tokenizer_config.json. A padded
     vocabulary (model.vocab_size > the tokenizer's) keeps its padded size as config.json's vocab_size."""
-    from safetensors.numpy import save_file
-
-    from gptjax.state import load_run
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir, out_dir = RunDir(run_dir), Path(out_dir)
     mc, _ = _run_model_config(run_dir)
     family = export_family(mc)
     _fresh_directory(out_dir, "output directory")
-    run = load_run(run_dir, step, best=best)
+    run = load_run(run_dir.path, step, best=best)
     host = jax.device_get(run.params)
     params = {}
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]:
@@ -608,8 +591,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gptjax.checkpoint import CheckpointError
-
     parser = _Parser(prog="python -m gptjax.hf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     imp = commands.add_parser("import", help="a Hugging Face model directory -> a gptjax run directory")
@@ -622,17 +603,16 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--step", type=int, help="which checkpoint (default: the newest)")
     exp.add_argument("--best", action="store_true", help="the checkpoint with the lowest validation loss")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         if args.command == "import":
             import_hf(args.src, args.run_dir, block_size=args.block_size)
             print(f"imported {args.src} into {args.run_dir}")
         else:
             export_hf(args.run_dir, args.out_dir, args.step, best=args.best)
             print(f"exported {args.run_dir} to {args.out_dir}")
-    except (HFError, ConfigError, TokenizerError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return report_errors(work)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from gptjax.evaluate import DEFAULT_BATCH_SIZE, Scorer
+from gptjax.run import load_run
 from gptjax.sample import cut_at_stop, generate_batch
 
 
@@ -37,8 +38,6 @@ class GptjaxLM(LM):
         if run is None:
             if not workdir:
                 raise ValueError("the gptjax model needs model_args workdir=<run directory written by gptjax.train>")
-            from gptjax.state import load_run
-
             run = load_run(Path(workdir), None if step in (None, "") else int(step), best=_as_bool(best))
         if isinstance(batch_size, str) and batch_size.startswith("auto"):
             batch_size = DEFAULT_BATCH_SIZE  # no memory probing here; pass a number to choose

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gptjax.attention import attention, resolve_attention, xla_attention
-from gptjax.config import CHOICES, ConfigError
+from gptjax.config import ConfigError, check_model
 
 
 # What the backward pass may keep instead of recomputing (jax.checkpoint policies).
@@ -63,20 +63,7 @@ class ModelConfig:
     scan_layers: bool = False  # compile one layer and loop over it (True), or unroll num_layers copies (False)
 
     def __post_init__(self):
-        # Fail at construction, not at the first traced step, and say which key is wrong.
-        for key, allowed in CHOICES.items():
-            section, leaf = key.split(".")
-            if section == "model" and getattr(self, leaf) not in allowed:
-                raise ConfigError(f"{key}={getattr(self, leaf)!r} is not one of: {', '.join(allowed)}")
-        for leaf in ("vocab_size", "block_size", "num_layers", "num_heads", "d_model"):
-            if getattr(self, leaf) <= 0:
-                raise ConfigError(f"model.{leaf}={getattr(self, leaf)} must be positive")
-        if self.d_model % self.num_heads:
-            raise ConfigError(f"model.num_heads={self.num_heads} must divide model.d_model={self.d_model}")
-        if self.num_heads % self.kv_heads:
-            raise ConfigError(f"model.num_kv_heads={self.kv_heads} must divide model.num_heads={self.num_heads}")
-        if self.position == "rope" and self.head_dim % 2:
-            raise ConfigError(f"model.position='rope' needs an even head size, got {self.head_dim}")
+        check_model(self)  # fail at construction, not at the first traced step, and say which key is wrong
 
     def __repr__(self) -> str:
         # The shape fields always, the rest only where they differ from the defaults: the generated repr lists every
@@ -283,9 +270,6 @@ class Block(nnx.Module):
 class GPT(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        if cfg.attn_dropout > 0 and cfg.attention != "xla":
-            raise ConfigError("model.attn_dropout>0 needs model.attention='xla' (fused kernels compute no "
-                              f"attention probabilities to drop); got attention={cfg.attention!r}")
         self.attention_impl = resolve_attention(cfg.attention, cfg.dtype)
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.wte = nnx.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_init(cfg.init_std, "vocab", "embed"),
@@ -311,7 +295,7 @@ class GPT(nnx.Module):
     @property
     def num_params(self) -> int:
         """Parameters of this model instance (also of an abstract one from nnx.eval_shape)."""
-        return sum(p.size for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+        return num_params(nnx.state(self, nnx.Param))
 
     def __repr__(self) -> str:
         # A one-line summary instead of nnx's repr, which prints every array of every layer.
@@ -407,8 +391,12 @@ def count_params(cfg: ModelConfig, *, non_embedding: bool = False) -> int:
     """Parameters of GPT(cfg), from shapes only (nothing is allocated). non_embedding drops the position table,
     as nanoGPT reports it; the token table stays since, tied, it is also the output layer."""
     cfg = dataclasses.replace(cfg, attention="xla")  # the count does not depend on the kernel or this machine
-    model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
-    total = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    total = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))).num_params
     if non_embedding and cfg.position == "learned":
         total -= cfg.block_size * cfg.d_model
     return total
+
+
+def num_params(params) -> int:
+    """Elements in a tree of parameters: arrays, or their shapes (jax.ShapeDtypeStruct, abstract Variables)."""
+    return sum(p.size for p in jax.tree.leaves(params))

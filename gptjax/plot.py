@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gptjax.errors import GptjaxError, report_errors
 
-class PlotError(ValueError):
+
+class PlotError(GptjaxError, ValueError):
     """Input that cannot be plotted; the message names the file and what is wrong with it."""
 
 
@@ -228,27 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-report", type=Path, help="plot this report.json of gptjax.data.prepare instead")
     args = parser.parse_args(argv)
 
-    def fail(message) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    return report_errors(lambda: _plot(args))
 
+
+def _plot(args: argparse.Namespace) -> None:
     if args.data_report and args.runs:
-        return fail("give run directories or --data-report, not both")
+        raise PlotError("give run directories or --data-report, not both")
     if not args.data_report and not args.runs:
-        return fail("give one or more run directories (or --data-report prepared/X/report.json)")
+        raise PlotError("give one or more run directories (or --data-report prepared/X/report.json)")
     if args.smooth < 1:
-        return fail(f"--smooth {args.smooth} must be at least 1 (1: no smoothing)")
+        raise PlotError(f"--smooth {args.smooth} must be at least 1 (1: no smoothing)")
     if args.out is not None and args.out.suffix.lower() != ".png":
-        return fail(f"--out {args.out}: expected a .png file")
-    try:
-        if args.data_report:
-            out = plot_report(args.data_report, args.out or Path("data_report.png"))
-        else:
-            out = plot_runs(args.runs, args.out or Path("loss.png"), args.smooth)
-    except PlotError as e:
-        return fail(e)
+        raise PlotError(f"--out {args.out}: expected a .png file")
+    if args.data_report:
+        out = plot_report(args.data_report, args.out or Path("data_report.png"))
+    else:
+        out = plot_runs(args.runs, args.out or Path("loss.png"), args.smooth)
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax import distributed
+from gptjax.errors import GptjaxError, report_errors
+from gptjax.hf import load_hf
 from gptjax.model import KVCache
+from gptjax.run import Run, load_run
+from gptjax.tokenizer import TokenizerError
 
 
 def sample_logits(logits: jax.Array, key: jax.Array, temperature: float, top_k: int, top_p: float,
@@ -278,6 +282,19 @@ def _replicated_like(params, host_array: np.ndarray) -> jax.Array:
     return jax.make_array_from_callback(host_array.shape, replicated, lambda index: host_array[index])
 
 
+def complete(run: Run, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 0.8, top_k: int = 200,
+             top_p: float = 1.0, seed: int = 0, stop: list[str] | str | None = None) -> str:
+    """The prompt followed by one sampled continuation (cut before the first `stop` string), as
+    `python -m gptjax.sample --prompt ...` prints it. temperature=0 decodes greedily. An empty prompt starts from
+    end-of-text (or a newline for character models)."""
+    stop = [stop] if isinstance(stop, str) else list(stop or [])
+    [row] = generate_batch(run.graphdef, run.params, [prompt_ids(run.tokenizer, prompt)],
+                           block_size=run.model_config.block_size, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop,
+                           tokenizer=run.tokenizer, vocab_size=run.tokenizer.vocab_size)
+    return prompt + cut_at_stop(run.tokenizer.decode(row.tolist()), stop)
+
+
 def prompt_ids(tokenizer, prompt: str) -> np.ndarray:
     """Token ids for a prompt; an empty prompt starts from end-of-text (or a newline for character models)."""
     if prompt:
@@ -313,10 +330,6 @@ class _CompileTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gptjax.checkpoint import CheckpointError
-    from gptjax.config import ConfigError
-    from gptjax.state import load_run
-
     parser = argparse.ArgumentParser(prog="python -m gptjax.sample", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a run directory written by gptjax.train")
@@ -343,30 +356,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--step and --best choose among a run's checkpoints; --hf reads a single model")
     if "" in args.stop:
         parser.error("--stop needs non-empty text")
+    return report_errors(lambda: _sample(args))
+
+
+def _sample(args: argparse.Namespace) -> None:
     prompts = list(args.prompt)
     if args.prompt_file:
         try:
             prompts += [line for line in Path(args.prompt_file).read_text(encoding="utf-8").splitlines() if line]
         except (OSError, UnicodeDecodeError) as e:
-            print(f"error: cannot read --prompt_file: {e}", file=sys.stderr)
-            return 2
+            raise GptjaxError(f"cannot read --prompt_file: {e}") from None
     prompts = prompts or [""]
-
-    try:
-        if args.hf:
-            from gptjax.hf import load_hf  # imported only here: converting checkpoints needs extra packages
-
-            run = load_hf(Path(args.hf))
-        else:
-            run = load_run(Path(args.workdir), args.step, best=args.best)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = load_hf(Path(args.hf)) if args.hf else load_run(Path(args.workdir), args.step, best=args.best)
     try:
         encoded = [prompt_ids(run.tokenizer, p) for p in prompts]
-    except ValueError as e:  # TokenizerError: a character or byte sequence this tokenizer cannot encode
-        print(f"error: cannot encode the prompt: {e}", file=sys.stderr)
-        return 2
+    except TokenizerError as e:  # a character or byte sequence this tokenizer cannot encode
+        raise TokenizerError(f"cannot encode the prompt: {e}") from None
     batch = [ids for ids in encoded for _ in range(args.num_samples)]
     started = time.perf_counter()
     with _CompileTimer() as compiling:
@@ -386,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
     running = max(seconds - compiling.seconds, 1e-9)
     print(f"{tokens} tokens in {seconds:.2f} s, {compiling.seconds:.2f} s of it compiling: {tokens / running:,.0f} "
           f"tokens/s after compilation (batch of {len(rows)})", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,33 +26,47 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
 
 
-def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
-    def loss_fn(params, tokens, dropout_key=None):
+def next_token_loss(model, tokens: jax.Array, *, deterministic: bool, rngs) -> jax.Array:
+    """The pretraining objective: predict tokens[:, 1:] from tokens[:, :-1] (int32 [batch, block_size + 1])."""
+    logits = model(tokens[:, :-1], deterministic=deterministic, rngs=rngs)
+    return cross_entropy(logits, tokens[:, 1:])
+
+
+# An objective maps (model, batch, deterministic=, rngs=) to a scalar loss; the batch is whatever the loader gives
+# (an array, or a dict of arrays whose leading axis is the batch). next_token_loss is the default.
+Objective = Callable[..., jax.Array]
+
+
+def make_loss_fn(graphdef: nnx.GraphDef, objective: Objective = next_token_loss) -> Callable:
+    """loss_fn(params, batch, dropout_key=None): the objective on the model with these parameters; dropout (and
+    any other training-only randomness) is on when a key is given."""
+    def loss_fn(params, batch, dropout_key=None):
         model = nnx.merge(graphdef, params)
         train = dropout_key is not None
-        logits = model(tokens[:, :-1], deterministic=not train, rngs=nnx.Rngs(dropout=dropout_key) if train else None)
-        return cross_entropy(logits, tokens[:, 1:])
+        return objective(model, batch, deterministic=not train,
+                         rngs=nnx.Rngs(dropout=dropout_key) if train else None)
 
     return loss_fn
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                     grad_accum: int, seed: int, state_shardings=None, batch_sharding=None,
-                    skip_nonfinite: bool = False) -> Callable:
-    """Returns train_step(state, batch) -> (state, metrics); batch is int32 [batch_size, block_size + 1].
+                    skip_nonfinite: bool = False, objective: Objective = next_token_loss) -> Callable:
+    """Returns train_step(state, batch) -> (state, metrics); batch is what the objective takes (for the default,
+    int32 [batch_size, block_size + 1]).
 
     With shardings given, the state keeps its placement across steps and the batch is split as batch_sharding
     says; the math is the same on one device or many. skip_nonfinite: a step whose loss, gradient or updated
     parameters are not finite leaves parameters and optimizer state as they were (only the step count moves on, and with it the
     data) and reports metrics['skipped'] = 1."""
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef))
+    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, objective))
     base_key = jax.random.key(seed)
 
     def train_step(state: TrainState, batch: jax.Array):
         step_key = jax.random.fold_in(base_key, state.step)
         # Micro-batches are summed in a scan, so memory holds one micro-batch of activations whatever grad_accum is,
         # and k micro-batches of size b give the same update as one batch of size k*b.
-        micro = batch.reshape(grad_accum, batch.shape[0] // grad_accum, batch.shape[1])
+        micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
         def accumulate(carry, xs):
             loss_sum, grad_sum = carry
@@ -83,8 +97,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
                    out_shardings=(state_shardings, None))
 
 
-def make_eval_step(graphdef: nnx.GraphDef, params_shardings=None, batch_sharding=None) -> Callable:
+def make_eval_step(graphdef: nnx.GraphDef, params_shardings=None, batch_sharding=None, *,
+                   objective: Objective = next_token_loss) -> Callable:
     """eval_step(params, batch) -> mean loss of the batch (no dropout)."""
+    loss_fn = make_loss_fn(graphdef, objective)
     if params_shardings is None:
-        return jax.jit(make_loss_fn(graphdef))
-    return jax.jit(make_loss_fn(graphdef), in_shardings=(params_shardings, batch_sharding))
+        return jax.jit(loss_fn)
+    return jax.jit(loss_fn, in_shardings=(params_shardings, batch_sharding))

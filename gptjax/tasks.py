@@ -25,6 +25,8 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from gptjax.errors import GptjaxError
+
 TASKS = ("hellaswag", "winogrande", "mmlu", "lambada", "custom")
 FEWSHOT_DELIMITER = "\n\n"  # between exemplars, and between the last exemplar and the scored item (lm-eval's)
 MMLU_LETTERS = ("A", "B", "C", "D")
@@ -33,7 +35,7 @@ MMLU_LETTERS = ("A", "B", "C", "D")
 FEWSHOT_SEED = 1234
 
 
-class TaskError(ValueError):
+class TaskError(GptjaxError, ValueError):
     """An evaluation file that cannot be read: the message names the file, line and field."""
 
 

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from gptjax.errors import GptjaxError
+
 EOT = "<|endoftext|>"
 SAVED_FILE = "gptjax_tokenizer.json"  # what save() writes; a BPE also writes its tokenizer.json beside it
 BPE_FILE = "tokenizer.json"
@@ -34,7 +36,7 @@ _CHUNK_CHARS = 1 << 16
 _CHUNK_BOUNDARY = re.compile(r"\S\n(?=\S)")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(GptjaxError, ValueError):
     """A tokenizer that cannot be built or used; the message says what to pass instead."""
 
 
@@ -266,11 +268,11 @@ def _gpt2_style(vocab: Path, merges: Path):
     return tok
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     # huggingface_hub retries a failed connection for ~25 s; one quick connect avoids that wait offline.
     host = re.sub(r"^https?://", "", os.environ.get("HF_ENDPOINT", "https://huggingface.co")).split("/")[0]
     try:
@@ -289,14 +291,14 @@ def _bpe_from_hub(name: str) -> BPETokenizer:
         raise TokenizerError(f"tokenizer {name!r} is not a local path and huggingface_hub is not installed to "
                              f"fetch it; {hint}") from None
     # The environment is read now, not when huggingface_hub was imported, so HF_HUB_OFFLINE set later counts.
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    offline = env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
     reason = "offline (HF_HUB_OFFLINE) and not in the local cache"
     try:
         file = hf_hub_download(name, BPE_FILE, local_files_only=True)
     except Exception:
         file = None
         if not offline:
-            if not _hub_reachable():
+            if not hub_reachable():
                 reason = "the hub is unreachable and it is not in the local cache"
             else:
                 try:

@@ -19,10 +19,7 @@ import time
 from pathlib import Path
 
 from gptjax.config import ConfigError
-
-JSONL = "metrics.jsonl"
-TENSORBOARD = "tensorboard"
-WANDB_ID = "wandb_run_id"  # the W&B run id, kept so that a resumed run continues the same W&B run
+from gptjax.rundir import RunDir, write_atomically
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,20 +83,20 @@ class Tracker:
         self.file = self.tensorboard = self.wandb = None
         if run_dir is None:
             return
-        run_dir = Path(run_dir)
-        self._truncate(run_dir / JSONL, resume_step)
-        self.file = open(run_dir / JSONL, "a")
+        run_dir = RunDir(run_dir)
+        self._truncate(run_dir.metrics, resume_step)
+        self.file = open(run_dir.metrics, "a")
         log = config.log if config is not None else None
         if log is None or log.tensorboard:
             from tensorboardX import SummaryWriter
 
             if not resume_step:  # starting over: an earlier attempt's curves would only be hidden, as empty charts
-                for stale in (run_dir / TENSORBOARD).glob("events.out.tfevents.*"):
+                for stale in run_dir.tensorboard.glob("events.out.tfevents.*"):
                     stale.unlink()
             # purge_step: events of earlier files at steps >= it are hidden (TensorBoard reads the marker). The
             # suffix keeps two writers started within one second (a quick restart) from sharing a file name, and
             # sorts their files in the order they were started, which is the order TensorBoard reads them in.
-            self.tensorboard = SummaryWriter(str(run_dir / TENSORBOARD),
+            self.tensorboard = SummaryWriter(str(run_dir.tensorboard),
                                              purge_step=resume_step + 1 if resume_step else None,
                                              flush_secs=30, filename_suffix=f".{time.time_ns()}")
         if log is not None and log.wandb:
@@ -115,15 +112,13 @@ class Tracker:
             except (ValueError, AttributeError):
                 return math.inf  # a line cut short by a crash: dropped
         kept = [line for line in path.read_text().splitlines() if resume_step and step(line) <= resume_step]
-        from gptjax.rundir import write_atomically  # the same crash-safe write as the run's other files
-
         write_atomically(path, "".join(line + "\n" for line in kept))
 
     @staticmethod
-    def _start_wandb(run_dir: Path, config, resume_step: int):
+    def _start_wandb(run_dir: RunDir, config, resume_step: int):
         import wandb
 
-        id_path = run_dir / WANDB_ID
+        id_path = run_dir.wandb_id
         # Starting over (step 0) is a new W&B run: the old one's steps could not be written again.
         run_id = id_path.read_text().strip() if resume_step and id_path.exists() else wandb.util.generate_id()
         id_path.write_text(run_id + "\n")
@@ -132,7 +127,7 @@ class Tracker:
         # saw, so steps redone after a crash keep their first values there (metrics.jsonl and TensorBoard show
         # the redone ones).
         return wandb.init(project=log.wandb_project, entity=log.wandb_entity or None,
-                          name=log.wandb_name or run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
+                          name=log.wandb_name or run_dir.path.name, id=run_id, resume="allow", dir=str(run_dir),
                           config=config.to_dict())
 
     @property

@@ -119,9 +119,9 @@ def test_train_then_sample_through_the_command(tmp_path, capsys):
                      "--temperature", "0"]) == 0
     printed = capsys.readouterr().out
     # The command and the notebook API (Run.sample) decode the same greedy continuation.
-    from gptjax.state import load_run
+    import gptjax
 
-    run = load_run(run_dir)
+    run = gptjax.load_run(run_dir)
     expected = run.sample("def ", max_new_tokens=12, temperature=0)
     assert expected.startswith("def ") and len(expected) > len("def ")
     assert printed == expected + "\n"

@@ -20,9 +20,9 @@ from conftest import data_path
 from gptjax.config import load_config
 from gptjax.data.shards import write_shard
 from gptjax.evaluate import Scorer, choice_metrics, evaluate_task, length_buckets
-from gptjax.state import load_run
+from gptjax.run import load_run
 from gptjax.tasks import Example, Task, TaskError, load_task
-from gptjax.train import train
+from gptjax.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 64
@@ -460,7 +460,7 @@ def test_requests_match_lm_evals_own_preprocessing(run, tmp_path, task, parts):
 def test_tasks_scored_during_training(tmp_path):
     """train.eval_tasks: a small task scored at every evaluation, logged beside the validation loss."""
     from gptjax.config import ConfigError
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     data = write_jsonl(tmp_path / "domain.jsonl", CUSTOM)
     overrides = [o for o in TINY if not o.startswith(("train.steps", "train.eval_every"))]

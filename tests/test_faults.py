@@ -23,7 +23,8 @@ from gptjax.checkpoint import Checkpoints
 from gptjax.config import load_config
 from gptjax.data.shards import write_shard
 from gptjax.model import ModelConfig
-from gptjax.state import load_run, setup
+from gptjax.run import load_run
+from gptjax.state import setup
 from gptjax.step import make_train_step
 
 # Slow enough per step (tens of ms) that a signal lands mid-run, small enough to compile in seconds.

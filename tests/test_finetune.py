@@ -9,7 +9,7 @@ import numpy as np
 from gptjax.config import load_config
 from gptjax.data import prepare_splits, stdlib_corpus
 from gptjax.tokenizer import build_tokenizer
-from gptjax.train import train
+from gptjax.trainer import train
 
 MODEL = ["model.num_layers=2", "model.num_heads=2", "model.d_model=64", "model.block_size=64",
          "train.batch_size=16", "train.eval_batches=4", "train.log_every=10", "train.sample_tokens=0",

@@ -20,7 +20,8 @@ from gptjax.checkpoint import Checkpoints
 from gptjax.config import base_config, to_yaml, validate
 from gptjax.hf import HFError, export_family, export_hf, import_hf, load_hf, main
 from gptjax.model import ModelConfig
-from gptjax.state import load_run, setup
+from gptjax.run import load_run
+from gptjax.state import setup
 from gptjax.tokenizer import ByteTokenizer, CharTokenizer, build_tokenizer
 
 torch = pytest.importorskip("torch")
@@ -237,7 +238,7 @@ def test_import_export_round_trip_and_run_directory(tmp_path, capsys):
 
     # Fine-tuning from the imported run: the same tokenizer from the same place, checkpoint.init_from=RUN.
     from gptjax.sample import main as sample_main
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     assert sample_main(["--workdir", str(run_dir), "--max_new_tokens", "3", "--prompt", "Hello"]) == 0
     (tmp_path / "text.txt").write_text(TEXT * 20)
@@ -355,7 +356,7 @@ def test_import_refuses_a_non_empty_run_directory(tmp_path):
 def test_fine_tune_straight_from_a_hugging_face_directory(tmp_path, capsys):
     """checkpoint.init_from=HF_DIR: the pretrained weights (their position table cut to a shorter block) with a
     fresh optimizer; the run's data tokenized with the model's own tokenizer.json."""
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     src = tmp_path / "hf"
     _gpt2_dir(src, vocab_size=128)

@@ -85,7 +85,7 @@ def test_planted_problems_are_removed_and_counted(planted_run):
 
 def test_the_output_trains_as_a_shard_source(planted_run, tmp_path):
     from gptjax.config import load_config
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     root, _, _, _ = planted_run
     cfg = load_config(None, ["data.source=shards", f"data.shards={root / 'out' / 'web'}", "model.num_layers=1",
@@ -146,7 +146,7 @@ def test_worked_example(tmp_path, monkeypatch, capsys):
 
     # ...and the shipped training config trains on the result (shrunk to a few steps).
     from gptjax.config import load_config
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     out = tmp_path / "legal_web"
     run = load_config(REPO / "configs/legal_web.py", [
@@ -180,7 +180,7 @@ def test_worked_example(tmp_path, monkeypatch, capsys):
     tokens = np.arange(1, 17, dtype=np.int32)[None] * 37
     with torch.no_grad():
         theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
-    from gptjax.state import load_run
+    from gptjax.run import load_run
 
     ours = np.asarray(load_run(tmp_path / "run").model(tokens))
     assert np.abs(ours - theirs[..., :ours.shape[-1]]).max() < 1e-4

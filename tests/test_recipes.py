@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gptjax.config import load_config
-from gptjax.train import train
+from gptjax.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 

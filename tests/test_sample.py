@@ -198,7 +198,7 @@ def test_stop_ids_and_stop_strings_cut_rows_and_end_decoding_early(monkeypatch):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from gptjax.train import train
+    from gptjax.trainer import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(load_config(None, [
@@ -209,7 +209,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_cli_decodes_a_batch_of_prompts_with_stop_strings(run_dir, tmp_path):
-    from gptjax.state import load_run
+    from gptjax.run import load_run
 
     (tmp_path / "prompts.txt").write_text("class \n\nimport\n")
     result = subprocess.run(

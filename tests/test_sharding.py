@@ -34,7 +34,7 @@ def test_rules_map_logical_axes_and_replicate_what_does_not_divide():
 
 
 def test_batch_that_does_not_split_over_the_data_parallel_devices(tmp_path):
-    script = ("from gptjax.config import load_config\nfrom gptjax.train import train\n"
+    script = ("from gptjax.config import load_config\nfrom gptjax.trainer import train\n"
               "train(load_config(None, ['train.batch_size=12', 'mesh.data=8', 'data.max_chars=100000',"
               " 'train.steps=2']), r'%s')\n" % (tmp_path / "run"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,

@@ -11,7 +11,7 @@ import pytest
 
 from gptjax import tracking
 from gptjax.config import ConfigError, load_config
-from gptjax.train import train
+from gptjax.trainer import train
 from test_train import TINY
 
 QUICK = TINY + ["data.max_chars=60000", "train.sample_tokens=0", "train.eval_every=10", "train.log_every=10",

@@ -12,9 +12,10 @@ import pytest
 
 from gptjax.config import load_config
 from gptjax.model import ModelConfig
-from gptjax.state import load_run, setup
+from gptjax.run import load_run
+from gptjax.state import setup
 from gptjax.step import make_train_step
-from gptjax.train import TrainingError, train
+from gptjax.trainer import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,10 @@
     for step, batch in enumerate(loader.iterate(start_step), start_step): ...   # batch: int32 [B, seq_len+1]
 """
 
+from gptjax.errors import GptjaxError
 
-class DataError(ValueError):
+
+class DataError(GptjaxError, ValueError):
     """Data that cannot be used as asked (missing, truncated, inconsistent, too short); the message says what to do."""
 
 

@@ -30,9 +30,14 @@ import numpy as np
 import yaml
 
 from gptjax import tracking
+from gptjax.command import parse_args
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
+from gptjax.data.dedup import deduplicate
+from gptjax.data.readers import SafeJsonlReader
 from gptjax.data.shards import write_shard
+from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
+from gptjax.errors import report_errors
 from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, build_tokenizer
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
@@ -135,8 +140,6 @@ def load(path: str | None, overrides: list[str]) -> ml_collections.ConfigDict:
 def _reader(s: ml_collections.ConfigDict):
     from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
 
-    from gptjax.data.readers import SafeJsonlReader
-    from gptjax.data.stages import TextFileReader, WarcFileReader
 
     path = Path(s.path)
     folder, glob = (str(path.parent), path.name) if path.is_file() else (s.path, s.glob or None)
@@ -167,7 +170,6 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.writers import JsonlWriter
 
-    from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer
 
     words = RegexWordTokenizer()
     st = {name: value if name not in _skipped(s) else type(value)() for name, value in cfg.stages.items()}
@@ -326,7 +328,6 @@ def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fra
 
 
 def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
-    from gptjax.data.dedup import deduplicate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,16 +432,9 @@ def render_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gptjax.train import parse_args
-
     args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__)
-    try:
-        cfg = load(args.config, overrides)
-        prepare(cfg, args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data"))
-    except (ConfigError, DataError, TokenizerError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    out = args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data")
+    return report_errors(lambda: prepare(load(args.config, overrides), out))
 
 
 if __name__ == "__main__":

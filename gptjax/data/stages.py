@@ -12,6 +12,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+from gptjax.data.crawl import decode_html
+
 
 class TextFileReader(BaseDiskReader):
     """Each text file is one document, its id the file's path; invalid UTF-8 bytes are replaced (and counted)."""
@@ -111,8 +113,6 @@ class WarcFileReader(BaseDiskReader):
         if not content_type.lower().startswith(_HTML_TYPES):
             self.stat_update("skipped_not_html")
             return None
-        from gptjax.data.crawl import decode_html
-
         header_charset = _CHARSET.search(content_type)
         html = decode_html(record.content_stream().read(), header_charset.group(1) if header_charset else None)
         headers = record.rec_headers

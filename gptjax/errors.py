@@ -1,0 +1,29 @@
+"""The one error base class, and the one way a command line reports it.
+
+Every error gptjax raises on purpose derives from GptjaxError; its message is one line that names the problem and
+what to do. A command-line tool runs its work through `report_errors`, which turns such an error into that line on
+stderr and the error's exit status: 2 for input that cannot be used as given (a bad config, missing data), 1 for
+a run that could not go on (a non-finite loss, a full disk). Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class GptjaxError(Exception):
+    """An error with a message meant for the user: what is wrong and what to do about it."""
+
+    exit_code = 2  # bad input; errors raised while a run is under way say 1
+
+
+def report_errors(work: Callable[[], int | None], *, prefix: str = "error") -> int:
+    """Runs work() and returns its exit status (None counts as 0); a GptjaxError becomes one line on stderr and
+    its exit_code. Each tool's main() ends in this, so every tool fails the same way."""
+    try:
+        status = work()
+    except GptjaxError as e:
+        print(f"{prefix}: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0 if status is None else int(status)

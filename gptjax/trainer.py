@@ -1,0 +1,571 @@
+"""The training loop, and everything that runs around it as hooks.
+
+    trainer = Trainer(cfg, "runs/baby")
+    trainer.add_hook(lambda info: print(info.step), every=100)    # anything to do between steps
+    metrics = trainer.run()     # continues from the newest checkpoint; returns the final metrics
+
+Trainer.run() goes through the same phases every time:
+    prepare   join the other processes, check the mesh, the batch split and the run directory (before anything is
+              written), prepare the data (process 0 writes it, the others read it), build the loader
+    build     the model's structure, optimizer and shardings (Setup), and the jitted train and eval steps
+    state     restore the newest readable checkpoint, or a fresh state (with checkpoint.init_from's weights)
+    loop      one step at a time; each step's metrics are read one step late, so the host never stalls the
+              device, and checked by the NonFinitePolicy; then the hooks that are due run
+
+What the loop does besides stepping is a Hook: saving checkpoints (every checkpoint.every steps, at the end and
+when a signal stops the run), evaluation (validation loss per source, train.eval_tasks, the best checkpoint),
+logging (metrics.jsonl, TensorBoard, the progress bar), and the sample printed at the end. The loss is an
+objective (gptjax.step.next_token_loss by default): another objective trains with the same loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from gptjax import distributed, sharding, tracking
+from gptjax.checkpoint import CheckpointError, Checkpoints
+from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
+                           resume_changes, to_yaml)
+from gptjax.data.loader import WindowLoader, eval_batches
+from gptjax.errors import GptjaxError
+from gptjax.evaluate import evaluate_task
+from gptjax.flops import flops_per_token, reference_peak
+from gptjax.hf import HFError, load_hf
+from gptjax.hostmem import advice as hostmem_advice
+from gptjax.inputs import Inputs, check_vocabulary, prepare_data
+from gptjax.model import ModelConfig, count_params
+from gptjax.run import Run, RunError, load_run
+from gptjax.rundir import RunDir, write_atomically
+from gptjax.sample import generate, prompt_ids
+from gptjax.state import Setup, setup
+from gptjax.step import Objective, TrainState, make_eval_step, make_train_step, next_token_loss
+from gptjax.tokenizer import Tokenizer
+
+
+class TrainingError(GptjaxError, RuntimeError):
+    """Training cannot go on (a non-finite loss, ...); the message says what happened and what is kept."""
+
+    exit_code = 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The compiled pieces of a run, shared with gptjax.bench
+
+
+@dataclasses.dataclass
+class Program:
+    setup: Setup
+    train_step: Callable  # (state, batch) -> (state, metrics), jitted with the state donated
+    eval_step: Callable  # (params, batch) -> mean loss
+    batch_sharding: jax.sharding.NamedSharding
+
+    def to_device(self, rows):
+        """This process's rows of the global batch -> the global batch, split over the mesh."""
+        return jax.make_array_from_process_local_data(self.batch_sharding, rows)
+
+
+def build_program(cfg: ml_collections.ConfigDict, model_config: ModelConfig, mesh: jax.sharding.Mesh,
+                  objective: Objective = next_token_loss) -> Program:
+    built = setup(cfg, model_config, mesh)
+    batch_sharding = sharding.batch_sharding(built.mesh)
+    t = cfg.train
+    train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
+                                 state_shardings=built.shardings, batch_sharding=batch_sharding,
+                                 skip_nonfinite=t.nonfinite == "skip", objective=objective)
+    eval_step = make_eval_step(built.graphdef, built.shardings.params, batch_sharding, objective=objective)
+    return Program(built, train_step, eval_step, batch_sharding)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small pieces of the loop
+
+
+class StopRequest:
+    """SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C): the run finishes its step, saves a checkpoint and
+    exits 0; a second signal stops at once. With several processes, JAX's preemption service (which watches
+    SIGTERM on every host) makes all of them stop after the same step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self.multi_process = jax.process_count() > 1
+        self._previous = {}
+        if not self.multi_process and threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # asked twice: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received}: finishing this step and saving a checkpoint (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, step: int) -> bool:
+        if self.multi_process and multihost_utils.reached_preemption_sync_point(step):
+            self.received = "SIGTERM"
+        return self.received is not None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class NonFinitePolicy:
+    """train.nonfinite: 'stop' ends the run at a step whose loss, gradient norm or parameter norm is not finite;
+    'skip' (the step left the state as it was) goes on, until more than max_consecutive_skips in a row."""
+
+    WATCHED = ("loss", "grad_norm", "param_norm")
+
+    def __init__(self, mode: str, max_consecutive_skips: int):
+        self.mode, self.max_consecutive_skips = mode, max_consecutive_skips
+        self.skipped = self.skipped_in_a_row = 0
+
+    def check(self, step: int, metrics: Mapping[str, float], kept: int | None) -> None:
+        """Raises TrainingError when the run must stop; kept: the newest checkpoint, named in the message."""
+        if metrics.get("skipped"):
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            tracking.echo(f"step {step}: loss {metrics['loss']}, grad norm {metrics['grad_norm']}, param norm "
+                          f"{metrics['param_norm']}: update skipped ({self.skipped} so far)", file=sys.stderr)
+            if self.skipped_in_a_row > self.max_consecutive_skips:
+                raise TrainingError(self._message(
+                    step, metrics, kept, f", {self.skipped_in_a_row} skipped steps in a row "
+                                         f"(train.max_consecutive_skips={self.max_consecutive_skips})"))
+        elif not all(math.isfinite(metrics[k]) for k in self.WATCHED):
+            raise TrainingError(self._message(step, metrics, kept))
+        else:
+            self.skipped_in_a_row = 0
+
+    def _message(self, step: int, metrics: Mapping[str, float], kept: int | None, note: str = "") -> str:
+        what = next(k for k in self.WATCHED if not math.isfinite(metrics[k]))
+        return (f"{what.replace('_', ' ')} became {metrics[what]} at step {step}{note}; "
+                + (f"the checkpoint of step {kept} is kept" if kept else "no checkpoint was saved")
+                + "; lower optim.lr or raise optim.warmup_steps (or set train.nonfinite=skip to skip such steps)")
+
+
+class Throughput:
+    """Training steps and the seconds they took since the last reading, with time spent outside the steps
+    (compiling, evaluating) left out."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def exclude(self, seconds: float) -> None:
+        self.start += seconds
+
+    def take(self) -> tuple[int, float]:
+        steps, seconds = self.steps, time.perf_counter() - self.start
+        self.restart()
+        return steps, seconds
+
+
+@dataclasses.dataclass
+class StepInfo:
+    """What a hook sees: the step just taken (0 before the first) and the state after it."""
+
+    step: int
+    state: TrainState
+    trainer: "Trainer"
+
+
+@dataclasses.dataclass
+class Hook:
+    """fn(info) -> metrics to report (or None), run after the steps it is due at."""
+
+    fn: Callable[[StepInfo], Mapping[str, float] | None]
+    every: int = 0  # every this many steps (0: not periodically)
+    at_start: bool = False  # at step 0 of a run that starts fresh, before any training
+    at_end: bool = True  # after the last step (train.steps)
+    at_stop: bool = False  # after the step a signal stopped the run at (instead of any other due hook)
+    read_metrics: bool = False  # read and check the step's metrics first (a checkpoint never saves a state
+    #                             not seen to be finite)
+    counted: bool = False  # its time counts as training time (tokens/s); otherwise it is left out
+
+    def due(self, step: int, *, last: bool, stopping: bool) -> bool:
+        if stopping:
+            return self.at_stop
+        return bool(self.every and step % self.every == 0) or (last and self.at_end)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, cfg: ml_collections.ConfigDict, run_dir: str | Path, *,
+                 objective: Objective = next_token_loss, default_hooks: bool = True):
+        """default_hooks=False leaves out checkpointing, evaluation, logging and the final sample (a bare loop:
+        tests, experiments)."""
+        self.cfg, self.run_dir, self.objective = cfg, RunDir(run_dir), objective
+        self.default_hooks = default_hooks
+        self.hooks: list[Hook] = []
+        self.metric_hooks: list[Callable[[int, dict], None]] = []  # every step's metrics, once read
+        self.finish_hooks: list[Callable[[StepInfo], None]] = []  # once training reached train.steps
+        self.final: dict = {}
+        self.throughput = Throughput()
+
+    def add_hook(self, fn: Callable[[StepInfo], Mapping[str, float] | None] | Hook, every: int = 0,
+                 **when) -> Hook:
+        """Runs fn after every `every` steps (and at the end; see Hook for at_start, at_stop, ...); what it returns
+        joins the final metrics. Hooks run in the order they were added, after the default ones."""
+        hook = fn if isinstance(fn, Hook) else Hook(fn, every, **when)
+        self.hooks.append(hook)
+        return hook
+
+    # -- phases ---------------------------------------------------------------------------------------------------
+
+    def prepare(self) -> Inputs:
+        """Checks everything that can be checked before writing, then prepares the data and the loader."""
+        cfg, t = self.cfg, self.cfg.train
+        distributed.initialize(cfg.distributed)
+        self.main_process = distributed.is_main()
+        tracking.check_wandb(cfg)
+        self.mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
+        sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
+        self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
+        if self.main_process:  # one writer for the run directory's shared files; the others wait for it
+            self._check_resumable()
+            self.run_dir.ensure_writable()
+            if not self.run_dir.config.exists():  # a resumed run's copy is replaced once its checkpoint loads
+                write_atomically(self.run_dir.config, to_yaml(cfg))
+            inputs = prepare_data(cfg, self.run_dir)
+        distributed.barrier("data prepared")
+        if not self.main_process:
+            inputs = prepare_data(cfg, self.run_dir, write=False)
+        self.inputs = inputs
+        self.model_config = ModelConfig.from_config(cfg.model, inputs.tokenizer.vocab_size)
+        self.loader = WindowLoader(inputs.train, self.model_config.block_size, t.batch_size, seed=t.seed,
+                                   weights=inputs.weights, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+        check_vocabulary(self.loader, inputs.val, self.model_config.vocab_size, inputs.tokenizer)
+        return inputs
+
+    def _check_resumable(self) -> None:
+        """A run directory may be continued with a changed schedule, mesh or kernel, but not with a different
+        model or different data."""
+        if not self.run_dir.config.exists() or not self.run_dir.tokenizer.exists():
+            return  # nothing was built from the saved config yet (e.g. its data could not be read): start afresh
+        changed = resume_changes(read_saved(self.run_dir.config), self.cfg, str(self.run_dir))
+        if changed:
+            print(f"continuing {self.run_dir} with changed settings: {'; '.join(changed)}")
+
+    def build(self) -> Program:
+        self.program = build_program(self.cfg, self.model_config, self.mesh, self.objective)
+        built, mc = self.program.setup, self.model_config
+        print(f"model: {count_params(mc) / 1e6:.2f}M parameters ({mc.num_layers} layers, {mc.num_heads} heads, "
+              f"{mc.d_model} wide, block {mc.block_size}, vocab {mc.vocab_size}); "
+              f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
+        print(f"mesh: {dict(built.mesh.shape)}; parameters + optimizer state per device: "
+              f"{built.bytes_per_device() / 2**20:,.1f} MiB")
+        if jax.default_backend() == "cpu" and self.main_process and (tip := hostmem_advice()):
+            print(tip)
+        return self.program
+
+    def initial_state(self) -> tuple[TrainState, int]:
+        """The newest readable checkpoint's state, or a fresh one (with checkpoint.init_from's weights)."""
+        built, t, init_from = self.program.setup, self.cfg.train, self.cfg.checkpoint.init_from
+        if self.checkpoints.latest_step() is not None:  # a step-0 checkpoint (an imported model) counts too
+            state, meta = self.checkpoints.restore(built.target())
+            start = int(state.step)
+            print(f"resumed from {self.checkpoints.directory}/{start}")
+            if meta.get("data") and meta["data"] != self.loader.state(start):
+                print(f"warning: the data differs from when step {start} was saved ({meta['data']} then, "
+                      f"{self.loader.state(start)} now); training goes on, but not as an uninterrupted run would",
+                      file=sys.stderr)
+            if init_from:
+                print(f"note: checkpoint.init_from is only used when a run starts; continuing from step {start}")
+            if self.main_process:
+                write_atomically(self.run_dir.config, to_yaml(self.cfg))  # the run's settings from here on
+            return state, start
+        state = built.init(t.seed)
+        if init_from:
+            state = state.replace(params=weights_from(init_from, built, self.inputs.tokenizer))
+        return state, 0
+
+    def checkpoint_meta(self, step: int) -> dict:
+        """What a checkpoint records besides the arrays (see gptjax.checkpoint)."""
+        return {"seed": self.cfg.train.seed, "dropout_key": "fold_in(key(train.seed), step)",
+                "data": self.loader.state(step), "init_from": self.cfg.checkpoint.init_from}
+
+    def save(self, info: StepInfo) -> None:
+        self.checkpoints.save(info.step, info.state, self.cfg.to_dict(), self.checkpoint_meta(info.step))
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Trains (or continues) the run; returns the final metrics (with `stopped_at` if a signal stopped it)."""
+        cfg, t = self.cfg, self.cfg.train
+        self.prepare()
+        self.build()
+        ck = cfg.checkpoint
+        self.checkpoints = Checkpoints(self.run_dir.path, keep=ck.keep, every=ck.every, keep_best=ck.keep_best)
+        try:
+            self.state, start = self.initial_state()
+        except BaseException:
+            self.checkpoints.close()
+            raise
+        if start >= t.steps:
+            print(f"{self.run_dir} already trained {start} steps (train.steps={t.steps}); raise train.steps to "
+                  "continue")
+        if len(self.inputs.train) > 1 and self.main_process:
+            for row in self.loader.describe(t.steps):
+                print(f"data: {row['source']}: weight {row['weight']:.2f}, {row['tokens']:,} tokens, "
+                      f"{row['epochs']:.2f} epochs over {t.steps} steps")
+        self.tracker = tracking.Tracker(self.run_dir.path if self.main_process else None, resume_step=start,
+                                        config=cfg)
+        self.policy = NonFinitePolicy(t.nonfinite, t.max_consecutive_skips)
+        hooks = (self._default_hooks() if self.default_hooks else []) + self.hooks
+        self._listeners = ([ProgressLog(self)] if self.default_hooks else []) + self.metric_hooks
+        self.final = {}
+        try:
+            self._loop(start, hooks)
+        finally:
+            try:
+                self.checkpoints.close()
+            finally:
+                for listener in self._listeners:
+                    getattr(listener, "close", lambda: None)()
+                self.tracker.close()
+        if "stopped_at" not in self.final:
+            for fn in ([print_sample] if self.default_hooks else []) + self.finish_hooks:
+                fn(StepInfo(max(start, t.steps), self.state, self))
+        return self.final
+
+    def _loop(self, start: int, hooks: list[Hook]) -> None:
+        t, program = self.cfg.train, self.program
+        if start == 0:
+            self._run_hooks([h for h in hooks if h.at_start], 0)
+        pending = None  # (step, metrics still on the device): read one step late
+        stop = StopRequest()
+        try:
+            batches = self.loader.iterate(start)
+            train_step = program.train_step
+            if start < t.steps:
+                began = time.perf_counter()
+                train_step = train_step.lower(self.state, program.to_device(self.loader.batch(start))).compile()
+                print(f"compiled the train step in {time.perf_counter() - began:.1f}s")
+            self.throughput.restart()
+            for step in range(start + 1, t.steps + 1):
+                self.state, metrics = train_step(self.state, program.to_device(next(batches)))
+                if pending is not None:
+                    self._read(*pending)
+                pending = (step, metrics)
+                stopping = stop.requested(step)
+                due = [h for h in hooks if h.due(step, last=step == t.steps, stopping=stopping)]
+                if pending is not None and any(h.read_metrics for h in due):
+                    self._read(*pending)
+                    pending = None
+                self._run_hooks(due, step)
+                if stopping:
+                    self.checkpoints.wait()
+                    saved = self.checkpoints.latest_step() == step
+                    print(f"stopped by {stop.received} after step {step}; " + (
+                        f"checkpoint saved in {self.checkpoints.directory}/{step}; run the same command to resume"
+                        if saved else "no checkpoint saved"))
+                    self.final["stopped_at"] = step
+                    return
+            if pending is not None:
+                self._read(*pending)
+        finally:
+            stop.restore()
+
+    def _read(self, step: int, metrics) -> None:
+        """A step's metrics as floats: checked, then handed to the metric hooks."""
+        metrics = {k: float(distributed.fetch(v)) for k, v in metrics.items()}
+        self.throughput.steps += 1
+        self.policy.check(step, metrics, self.checkpoints.latest_step())
+        for listener in self._listeners:
+            listener(step, metrics)
+        self.final = metrics
+
+    def _run_hooks(self, hooks: list[Hook], step: int) -> None:
+        for hook in hooks:
+            began = time.perf_counter()
+            result = hook.fn(StepInfo(step, self.state, self))
+            if result:
+                self.final.update(result)
+            if not hook.counted:
+                self.throughput.exclude(time.perf_counter() - began)
+
+    def _default_hooks(self) -> list[Hook]:
+        """Checkpoints (before evaluation, as a crash in evaluation must not lose the step), then evaluation;
+        ProgressLog reads every step's metrics and print_sample runs at the finish."""
+        cfg, t = self.cfg, self.cfg.train
+        return [Hook(self.save, every=cfg.checkpoint.every, at_stop=True, read_metrics=True, counted=True),
+                Hook(Evaluation(self), every=t.eval_every, at_start=bool(t.eval_every))]
+
+
+def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
+    """Trains (or continues) the run in run_dir with the default hooks; returns the final metrics."""
+    return Trainer(cfg, run_dir).run()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The default hooks
+
+
+class ProgressLog:
+    """Every train.log_every steps: a metrics line (metrics.jsonl, TensorBoard, W&B) and a line on stdout with
+    tokens/s and MFU; on a terminal (see gptjax.tracking.interactive) also a progress bar, on the process that
+    writes the metrics."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.t = trainer, trainer.cfg.train
+        mc = trainer.model_config
+        self.tokens_per_step = self.t.batch_size * mc.block_size
+        self.flops_per_step = flops_per_token(mc) * self.tokens_per_step
+        self.peak, self.peak_source = reference_peak(mc.dtype)
+        self.bar = None  # opened at the first step read, so that compilation is not counted in its rate and ETA
+        self.tokens_per_sec = None
+
+    def _advance(self, step: int, loss: float) -> None:
+        if self.bar is None:
+            self.bar = tracking.progress_bar(self.t.steps, "train", "step", initial=step - 1,
+                                             enabled=self.trainer.tracker.writing)
+        postfix = {"loss": f"{loss:.4f}"}
+        if self.tokens_per_sec is not None:
+            postfix["tok/s"] = f"{self.tokens_per_sec:,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        if step % self.t.log_every and step != self.t.steps:
+            self._advance(step, metrics["loss"])
+            return
+        steps, elapsed = self.trainer.throughput.take()
+        tokens_per_sec = self.tokens_per_step * steps / elapsed
+        mfu = self.flops_per_step * steps / elapsed / self.peak
+        skipped = self.trainer.policy.skipped
+        self.tokens_per_sec = tokens_per_sec  # shown on the bar until the next log line
+        self._advance(step, metrics["loss"])
+        self.trainer.tracker.write(step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
+                                   param_norm=metrics["param_norm"], tokens_per_sec=round(tokens_per_sec, 1),
+                                   mfu=round(mfu, 4), **({"skipped_steps": skipped} if skipped else {}))
+        tracking.echo(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
+                      f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}")
+
+
+class Evaluation:
+    """val_loss on a fixed set of validation batches (with several sources also val_loss_<source>, and val_loss
+    weighing the sources as training does), the train.eval_tasks scores, and with checkpoint.keep_best the
+    checkpoint of the lowest val_loss."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        t, inputs = trainer.cfg.train, trainer.inputs
+        processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
+        self.val_sets = {name: eval_batches(shards, trainer.model_config.block_size, t.batch_size, t.eval_batches,
+                                            seed=t.seed + 1, **processes)
+                         for name, shards in inputs.val.items()}
+        self.source_weight = dict(zip(inputs.train, trainer.loader.weights))
+
+    def __call__(self, info: StepInfo) -> dict:
+        trainer, step = self.trainer, info.step
+        if not self.val_sets and not trainer.eval_tasks:
+            return {}
+        program = trainer.program
+        losses = {name: float(np.mean([distributed.fetch(program.eval_step(info.state.params, program.to_device(b)))
+                                       for b in batches]))
+                  for name, batches in self.val_sets.items()}
+        result = {}
+        if losses:
+            total = sum(self.source_weight.get(n, 0.0) for n in losses) or 1.0
+            result["val_loss"] = sum(self.source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total
+        if len(losses) > 1:
+            result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
+        result.update(self.task_scores(info))
+        trainer.tracker.write(step, **result)
+        best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
+                and trainer.checkpoints.save_if_best(step, result["val_loss"], info.state, trainer.cfg.to_dict(),
+                                                     trainer.checkpoint_meta(step)))
+        shown = " | ".join(f"{k.replace('_', ' ') if k == 'val_loss' else k.removeprefix('val_loss_')} {v:.4f}"
+                           for k, v in result.items())
+        tracking.echo(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
+        return result
+
+    def task_scores(self, info: StepInfo) -> dict:
+        """train.eval_tasks on the current weights: {<task>_<metric>: value}."""
+        trainer, scores = self.trainer, {}
+        run = Run(trainer.cfg, trainer.model_config, trainer.inputs.tokenizer, trainer.program.setup.graphdef,
+                  info.state.params, info.step, trainer.run_dir.path)
+        for task in trainer.eval_tasks:
+            metrics = evaluate_task(run, task.task, data=task.path, limit=task.limit)["metrics"]
+            scores.update({f"{task.name}_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+        return scores
+
+
+def print_sample(info: StepInfo) -> None:
+    """train.sample_tokens tokens continuing train.sample_prompt. Every process decodes (the parameters are spread
+    over all of them); process 0 prints."""
+    trainer, t = info.trainer, info.trainer.cfg.train
+    if not t.sample_tokens:
+        return
+    tokenizer = trainer.inputs.tokenizer
+    sample = generate(trainer.program.setup.graphdef, info.state.params, prompt_ids(tokenizer, t.sample_prompt),
+                      block_size=trainer.model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed,
+                      vocab_size=tokenizer.vocab_size)  # a padded table's extra ids decode to nothing
+    if trainer.main_process:
+        print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoint.init_from
+
+
+def weights_from(source: str, built: Setup, tokenizer: Tokenizer):
+    """checkpoint.init_from: the weights of another run (RUN, or RUN/checkpoints/STEP) or of a Hugging Face model
+    directory (GPT-2 or Llama), for fine-tuning; the optimizer starts afresh. The architecture and the tokenizer
+    must be the same."""
+    path, step = Path(source), None
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        path, step = path.parent.parent, int(path.name)
+    try:
+        if RunDir(path).config.exists():
+            other = load_run(path, step, mesh=built.mesh)
+        elif (path / "config.json").exists():
+            # A shorter context than the pretrained one keeps the first block_size positions.
+            other = load_hf(path, block_size=built.model_config.block_size, mesh=built.mesh)
+        else:
+            raise ConfigError(f"checkpoint.init_from={source} is not a run directory (with config.yaml and "
+                              "checkpoints/), a RUN/checkpoints/STEP directory, or a Hugging Face model directory")
+    except (RunError, HFError, CheckpointError) as e:
+        raise ConfigError(f"checkpoint.init_from={source}: {e}") from None
+
+    def architecture(model_config: ModelConfig) -> dict:  # defaults resolved: d_ff=0 is the same model as 4*d
+        fields = dataclasses.asdict(model_config)
+        fields.update(d_ff=model_config.ff_dim, num_kv_heads=model_config.kv_heads)
+        return {k: v for k, v in fields.items() if k not in RUNTIME_MODEL_KEYS and k != "init_std"}
+
+    mine, theirs = architecture(built.model_config), architecture(other.model_config)
+    for key, value in mine.items():
+        if theirs[key] != value:
+            raise ConfigError(f"checkpoint.init_from={source} holds a model with model.{key}={theirs[key]!r}, but "
+                              f"this config has {value!r}; use the same architecture to start from its weights")
+    if other.tokenizer != tokenizer:
+        raise ConfigError(f"checkpoint.init_from={source} was trained with the {other.tokenizer.name} tokenizer, "
+                          f"but this run's data uses {tokenizer.name}; tokenize the data with the same tokenizer")
+    print(f"initialized from {path} step {other.step} (weights only; the optimizer starts afresh)")
+    return other.params
