@@ -77,19 +77,18 @@ def _manager(directory: Path, keep: int, create: bool) -> ocp.CheckpointManager:
 
 
 class Checkpoints:
-    """The run's checkpoints: the last `keep` every `every` steps, and with keep_best the one with the lowest
+    """The run's checkpoints: the last `keep` saved, and with keep_best the one with the lowest
     validation loss in RUN/checkpoints_best. read_only opens an existing run without creating or cleaning."""
 
-    def __init__(self, run_dir: str | Path, *, keep: int = 2, every: int = 0, keep_best: bool = False,
-                 read_only: bool = False):
+    def __init__(self, run_dir: str | Path, *, keep: int = 2, keep_best: bool = False, read_only: bool = False):
         _ignore_closed_loop_callbacks()
         run_dir = RunDir(Path(run_dir).absolute())
         self.directory = run_dir.checkpoints
-        self.every, self.read_only = every, read_only
+        self.read_only = read_only
         if not read_only:
             self._report_unfinished(self.directory)
         self.manager = _manager(self.directory, keep, create=not read_only)
-        best_dir = run_dir.checkpoints_best
+        self.best_directory = best_dir = run_dir.checkpoints_best
         self.best = _manager(best_dir, 1, create=True) if keep_best and not read_only else (
             _manager(best_dir, 1, create=False) if best_dir.is_dir() else None)
         self.best_loss = self._saved_best_loss()
@@ -103,9 +102,6 @@ class Checkpoints:
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
-
-    def due(self, step: int) -> bool:
-        return self.every > 0 and step % self.every == 0
 
     def save(self, step: int, state, config: dict, meta: dict) -> None:
         """Starts an asynchronous save (training continues while it is written); a failed write, reported by this
@@ -171,8 +167,7 @@ class Checkpoints:
         saved on one mesh is read onto any other. An unreadable newest checkpoint is skipped with a warning."""
         manager = self.best if best else self.manager
         if manager is None or manager.latest_step() is None:
-            where = "checkpoints_best" if best else "checkpoints"
-            raise CheckpointError(f"{self.directory.parent}/{where} holds no checkpoint")
+            raise CheckpointError(f"{self.best_directory if best else self.directory} holds no checkpoint")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         errors = []

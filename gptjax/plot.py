@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.errors import GptjaxError, report_errors
+from gptjax.rundir import RunDir
 
 
 class PlotError(GptjaxError, ValueError):
@@ -31,7 +32,7 @@ class PlotError(GptjaxError, ValueError):
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(training lines, evaluation lines) of RUN/metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not run_dir.is_dir():
         raise PlotError(f"{run_dir} is not a directory (expected a run directory written by gptjax.train)")
     if not path.exists():
@@ -63,7 +64,7 @@ def tokens_per_step(run_dir: Path) -> int | None:
     import yaml
 
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(RunDir(run_dir).config.read_text()) or {}
         return int(cfg["train"]["batch_size"]) * int(cfg["model"]["block_size"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None

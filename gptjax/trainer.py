@@ -316,7 +316,7 @@ class Trainer:
         self.prepare()
         self.build()
         ck = cfg.checkpoint
-        self.checkpoints = Checkpoints(self.run_dir.path, keep=ck.keep, every=ck.every, keep_best=ck.keep_best)
+        self.checkpoints = Checkpoints(self.run_dir.path, keep=ck.keep, keep_best=ck.keep_best)
         try:
             self.state, start = self.initial_state()
         except BaseException:
@@ -540,7 +540,7 @@ def weights_from(source: str, built: Setup, tokenizer: Tokenizer):
     directory (GPT-2 or Llama), for fine-tuning; the optimizer starts afresh. The architecture and the tokenizer
     must be the same."""
     path, step = Path(source), None
-    if path.name.isdigit() and path.parent.name == "checkpoints":
+    if path.name.isdigit() and RunDir(path.parent.parent).checkpoints == path.parent:
         path, step = path.parent.parent, int(path.name)
     try:
         if RunDir(path).config.exists():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gptjax.data.crawl import crawl, normalize_url, read_sitemap, read_url_list
+from gptjax.data.crawl import crawl, html_to_text, normalize_url, read_sitemap, read_url_list, render_report
 
 REPO = Path(__file__).resolve().parents[1]
 SLOW_S = 0.6  # /slow answers after this; the tests' timeouts are shorter
@@ -53,9 +53,11 @@ class Handler(BaseHTTPRequestHandler):
                 n = path[-1] if path[-1].isdigit() else 0
                 self.reply(body=PAGE.format(n=n, m=int(n) % 3 + 1).encode())
             elif path == "/latin1":
-                self.reply(body="<p>caf\u00e9 latin</p>".encode("latin-1"), content_type="text/html; charset=ISO-8859-1")
+                self.reply(body="<html><body><p>caf\u00e9 latin</p></body></html>".encode("latin-1"),
+                           content_type="text/html; charset=ISO-8859-1")
             elif path == "/meta-latin1":
-                self.reply(body='<meta charset="iso-8859-1"><p>na\u00efve</p>'.encode("latin-1"),
+                self.reply(body='<html><head><meta charset="iso-8859-1"></head><body><p>na\u00efve</p></body></html>'
+                           .encode("latin-1"),
                            content_type="text/html")
             elif path == "/slow":
                 time.sleep(SLOW_S)
@@ -203,6 +205,7 @@ def test_crawl_outcomes_output_and_warc(make_site, tmp_path):
     assert "Hello from page 1." in page["text"] and "Heading 1" in page["text"]
     assert records[site.url("/latin1")]["text"] == "caf\u00e9 latin"
     assert records[site.url("/meta-latin1")]["text"] == "na\u00efve"
+    assert report["no_text"] == sum(not r["text"] for r in records.values())
 
     from warcio.archiveiterator import ArchiveIterator
 
@@ -211,7 +214,8 @@ def test_crawl_outcomes_output_and_warc(make_site, tmp_path):
                       r.content_stream().read()) for r in ArchiveIterator(f) if r.rec_type == "response"]
     assert {uri for uri, _, _ in responses} == set(records)
     assert all(date for _, date, _ in responses)
-    assert dict((u, b) for u, _, b in responses)[site.url("/latin1")] == "<p>caf\u00e9 latin</p>".encode("latin-1")
+    assert dict((u, b) for u, _, b in responses)[site.url("/latin1")] == \
+        "<html><body><p>caf\u00e9 latin</p></body></html>".encode("latin-1")
 
 
 def test_warc_feeds_the_pipeline_reader(make_site, tmp_path):
@@ -324,3 +328,9 @@ def test_cli_missing_url_file_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: URL list") and result.stderr.count("\n") == 1
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_a_page_without_main_text_gets_an_empty_text():
+    assert html_to_text("<html><body><script>var x = 1;</script><nav> </nav></body></html>") == ""
+    assert render_report({"fetched": 3, "no_text": 1, "skipped": {}, "out": "p.jsonl", "warc": None,
+                          "seconds": 1.0, "hosts": {}}).startswith("crawled 3 pages (1 with no main text")

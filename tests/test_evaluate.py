@@ -1,5 +1,6 @@
 """Evaluation: task loaders, the batched log-likelihood scorer, metrics, the CLI, and agreement with lm-eval."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -293,8 +294,10 @@ def test_val_loss_equals_the_mean_token_loss(run, run_dir, tmp_path):
     own = evaluate_task(run, "val_loss", run_dir=run_dir, limit=3)
     assert own["counts"] == {"windows": 3, "tokens": 3 * BLOCK} and own["data"] == str(run_dir / "data" / "val")
     assert evaluate_task(run, "val_loss", run_dir / "data", limit=3)["metrics"] == own["metrics"]
+    # A run loaded from disk knows its directory; one built in memory has to be told.
+    assert evaluate_task(run, "val_loss", limit=3)["metrics"] == own["metrics"]
     with pytest.raises(TaskError, match="needs its directory"):
-        evaluate_task(run, "val_loss")
+        evaluate_task(dataclasses.replace(run, run_dir=None), "val_loss")
 
 
 def test_custom_task_and_shots(run, tmp_path):

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import re
 import sys
 import time
@@ -23,14 +24,16 @@ import urllib.robotparser
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict, deque
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from http.client import HTTPException, responses
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener, urlopen
 
+import trafilatura
+
 from gptjax.data import DataError
+from gptjax.errors import report_errors
 
 USER_AGENT = "gptjax-crawler/0.1 (+https://github.com/gptjax)"
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -108,36 +111,14 @@ def _read_source(url_or_path: str, timeout: float, user_agent: str) -> bytes:
             from None
 
 
-class _TextExtractor(HTMLParser):
-    """Visible text: script/style/noscript/template dropped, block elements on their own lines."""
-
-    _SKIP = {"script", "style", "noscript", "template"}
-    _BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer", "h1",
-              "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "title", "hr", "dd", "dt", "main", "nav"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts, self.skipping = [], 0
-
-    def handle_starttag(self, tag, attrs):
-        self.skipping += tag in self._SKIP
-        self.parts.append("\n" if tag in self._BLOCK else "")
-
-    def handle_endtag(self, tag):
-        self.skipping -= tag in self._SKIP and self.skipping > 0
-        self.parts.append("\n" if tag in self._BLOCK else "")
-
-    def handle_data(self, data):
-        if not self.skipping:  # a newline in the source is just a space; only block elements break lines
-            self.parts.append(" ".join(data.split()) if data.strip() else " ")
-
-
 def html_to_text(html: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
+    """The page's main text as trafilatura extracts it (navigation, scripts and boilerplate left out; headings
+    kept), "" where it finds none. Repeated paragraphs are kept: removing text seen on other pages is
+    deduplication's job, in gptjax.data.prepare."""
+    # trafilatura logs pages it finds no text in; a crawl reports those itself (an empty `text`), so the
+    # library's own lines stay off the terminal.
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    return trafilatura.extract(html, include_comments=False, deduplicate=False) or ""
 
 
 def decode_html(body: bytes, header_charset: str | None) -> str:
@@ -168,7 +149,7 @@ class _Crawler:
         self.hosts: dict[str, Counter] = defaultdict(Counter)  # host -> {'fetched' or skip reason: count}
         self.done = _resume_urls(out) if resume else set()  # URLs in the output already
         self.seen: set[str] = set()  # URLs requested (or refused) in this run, redirect hops included
-        self.fetched = 0
+        self.fetched = self.no_text = 0  # no_text: pages written with an empty `text` (trafilatura found none)
 
     def run(self, urls: list[str]) -> None:
         pending: dict[str, deque] = {}
@@ -319,6 +300,7 @@ class _Crawler:
         self.out_file.flush()
         self.done.add(url)
         self.fetched += 1
+        self.no_text += not record["text"]
         if self.warc:
             self._write_warc(url, status, headers, body, now)
 
@@ -374,8 +356,8 @@ def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float =
     hosts = {host: {"fetched": c.pop("fetched", 0), "skipped": dict(c.most_common()),
                     "robots": crawler.robots_note.get(host, "not fetched")} for host, c in crawler.hosts.items()}
     skipped = sum((Counter(h["skipped"]) for h in hosts.values()), Counter())
-    report = {"fetched": crawler.fetched, "skipped": dict(skipped.most_common()), "out": str(out),
-              "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2), "hosts": hosts}
+    report = {"fetched": crawler.fetched, "no_text": crawler.no_text, "skipped": dict(skipped.most_common()),
+              "out": str(out), "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2), "hosts": hosts}
     report_path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -388,7 +370,8 @@ def render_report(report: dict, max_hosts: int = 15) -> str:
     def reasons(counts: dict) -> str:
         return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
-    lines = [f"crawled {report['fetched']} pages, skipped {sum(report['skipped'].values())} URLs in "
+    no_text = f" ({report['no_text']} with no main text: `text` is empty)" if report.get("no_text") else ""
+    lines = [f"crawled {report['fetched']} pages{no_text}, skipped {sum(report['skipped'].values())} URLs in "
              f"{report['seconds']} s -> {report['out']}" + (f" and {report['warc']}" if report["warc"] else ""),
              f"skipped: {reasons(report['skipped'])}", ""]
     hosts = sorted(report["hosts"].items(), key=lambda kv: -kv[1]["fetched"] - sum(kv[1]["skipped"].values()))
@@ -415,20 +398,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip URLs already in --out (default on)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         urls = read_url_list(args.urls) if args.urls else read_sitemap(args.sitemap, args.timeout,
                                                                        user_agent=args.user_agent)
         report = crawl(urls, args.out, warc=args.warc, rate=args.rate, timeout=args.timeout, retries=args.retries,
                        max_pages=args.max_pages, user_agent=args.user_agent, max_bytes=args.max_bytes,
                        resume=args.resume)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(render_report(report))
+
+    try:
+        return report_errors(work)
     except KeyboardInterrupt:
         print(f"error: interrupted; the pages fetched so far are in {args.out}, run again to resume", file=sys.stderr)
         return 130
-    print(render_report(report))
-    return 0
 
 
 if __name__ == "__main__":
