@@ -14,8 +14,10 @@ checkpoint that cannot be read is skipped, with a warning, in favour of the one 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,12 +39,20 @@ class CheckpointError(GptjaxError, RuntimeError):
     exit_code = 1  # the run could not go on; its earlier checkpoints are intact
 
 
+# Why a write fails on a full or refusing disk: these are named in the message whichever file failed first.
+_WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
 def _reason(error: Exception) -> str:
-    """The operating system's words for a failed write (tensorstore wraps them in a long message)."""
+    """The operating system's words for a failed write. Tensorstore wraps them in a long message, and how it says
+    them depends on which of a checkpoint's files failed first: with an os_error_code, or as the bare strerror."""
     text = str(error)
-    os_error = re.search(r"([A-Z][A-Za-z ]+?) \[os_error_code='(\d+)'\]", text)
+    os_error = re.search(r"([A-Z][A-Za-z ]+?) \[os_error_code='?(\d+)'?\]", text)
     if os_error:
         return f"{os_error.group(1)}, errno {os_error.group(2)}"
+    for code in _WRITE_ERRNOS:
+        if os.strerror(code) in text:
+            return f"{os.strerror(code)}, errno {code}"
     text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return text[:300]
 
