@@ -32,7 +32,7 @@ _EXPORTS = {
     "prepare": "gptjax.data.prepare",  # the datatrove pipeline behind `gptjax prepare`
     "WindowLoader": "gptjax.data.loader", "open_split": "gptjax.data.shards",
     # training and runs
-    "Trainer": "gptjax.trainer", "Hook": "gptjax.trainer", "setup": "gptjax.state", "Setup": "gptjax.state",
+    "Trainer": "gptjax.trainer", "Hook": "gptjax.hooks", "setup": "gptjax.state", "Setup": "gptjax.state",
     "RunDir": "gptjax.rundir", "load_run": "gptjax.api", "Run": "gptjax.api",
     # using a trained run
     "generate": "gptjax.sample", "generate_batch": "gptjax.sample",

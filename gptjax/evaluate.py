@@ -37,7 +37,7 @@ from gptjax.config import parse_mixture
 from gptjax.data.shards import open_split
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.rundir import RunDir
-from gptjax.run import Run, load_run
+from gptjax.run import load_run
 from gptjax.tasks import TASKS, Task, TaskError, load_task
 
 EVAL_TASKS = ("val_loss",) + TASKS

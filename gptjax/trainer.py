@@ -31,24 +31,21 @@ from typing import Callable, Mapping
 
 import jax
 import ml_collections
-import numpy as np
 from jax.experimental import multihost_utils
 
 from gptjax import distributed, sharding, tracking
 from gptjax.checkpoint import CheckpointError, Checkpoints
 from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
                            resume_changes, to_yaml)
-from gptjax.data.loader import WindowLoader, eval_batches
+from gptjax.data.loader import WindowLoader
 from gptjax.errors import GptjaxError
-from gptjax.evaluate import evaluate_task
-from gptjax.flops import flops_per_token, reference_peak
 from gptjax.hf import HFError, load_hf
+from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_sample
 from gptjax.hostmem import advice as hostmem_advice
 from gptjax.inputs import Inputs, check_vocabulary, prepare_data
 from gptjax.model import ModelConfig, count_params
-from gptjax.run import Run, RunError, load_run
+from gptjax.run import RunError, load_run
 from gptjax.rundir import RunDir, write_atomically
-from gptjax.sample import generate, prompt_ids
 from gptjax.state import Setup, setup
 from gptjax.step import Objective, TrainState, make_eval_step, make_train_step, next_token_loss
 from gptjax.tokenizer import Tokenizer
@@ -175,34 +172,6 @@ class Throughput:
         steps, seconds = self.steps, time.perf_counter() - self.start
         self.restart()
         return steps, seconds
-
-
-@dataclasses.dataclass
-class StepInfo:
-    """What a hook sees: the step just taken (0 before the first) and the state after it."""
-
-    step: int
-    state: TrainState
-    trainer: "Trainer"
-
-
-@dataclasses.dataclass
-class Hook:
-    """fn(info) -> metrics to report (or None), run after the steps it is due at."""
-
-    fn: Callable[[StepInfo], Mapping[str, float] | None]
-    every: int = 0  # every this many steps (0: not periodically)
-    at_start: bool = False  # at step 0 of a run that starts fresh, before any training
-    at_end: bool = True  # after the last step (train.steps)
-    at_stop: bool = False  # after the step a signal stopped the run at (instead of any other due hook)
-    read_metrics: bool = False  # read and check the step's metrics first (a checkpoint never saves a state
-    #                             not seen to be finite)
-    counted: bool = False  # its time counts as training time (tokens/s); otherwise it is left out
-
-    def due(self, step: int, *, last: bool, stopping: bool) -> bool:
-        if stopping:
-            return self.at_stop
-        return bool(self.every and step % self.every == 0) or (last and self.at_end)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -416,119 +385,6 @@ class Trainer:
 def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     """Trains (or continues) the run in run_dir with the default hooks; returns the final metrics."""
     return Trainer(cfg, run_dir).run()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The default hooks
-
-
-class ProgressLog:
-    """Every train.log_every steps: a metrics line (metrics.jsonl, TensorBoard, W&B) and a line on stdout with
-    tokens/s and MFU; on a terminal (see gptjax.tracking.interactive) also a progress bar, on the process that
-    writes the metrics."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer, self.t = trainer, trainer.cfg.train
-        mc = trainer.model_config
-        self.tokens_per_step = self.t.batch_size * mc.block_size
-        self.flops_per_step = flops_per_token(mc) * self.tokens_per_step
-        self.peak, self.peak_source = reference_peak(mc.dtype)
-        self.bar = None  # opened at the first step read, so that compilation is not counted in its rate and ETA
-        self.tokens_per_sec = None
-
-    def _advance(self, step: int, loss: float) -> None:
-        if self.bar is None:
-            self.bar = tracking.progress_bar(self.t.steps, "train", "step", initial=step - 1,
-                                             enabled=self.trainer.tracker.writing)
-        postfix = {"loss": f"{loss:.4f}"}
-        if self.tokens_per_sec is not None:
-            postfix["tok/s"] = f"{self.tokens_per_sec:,.0f}"
-        self.bar.set_postfix(postfix, refresh=False)
-        self.bar.update(step - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __call__(self, step: int, metrics: dict) -> None:
-        if step % self.t.log_every and step != self.t.steps:
-            self._advance(step, metrics["loss"])
-            return
-        steps, elapsed = self.trainer.throughput.take()
-        tokens_per_sec = self.tokens_per_step * steps / elapsed
-        mfu = self.flops_per_step * steps / elapsed / self.peak
-        skipped = self.trainer.policy.skipped
-        self.tokens_per_sec = tokens_per_sec  # shown on the bar until the next log line
-        self._advance(step, metrics["loss"])
-        self.trainer.tracker.write(step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
-                                   param_norm=metrics["param_norm"], tokens_per_sec=round(tokens_per_sec, 1),
-                                   mfu=round(mfu, 4), **({"skipped_steps": skipped} if skipped else {}))
-        tracking.echo(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
-                      f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}")
-
-
-class Evaluation:
-    """val_loss on a fixed set of validation batches (with several sources also val_loss_<source>, and val_loss
-    weighing the sources as training does), the train.eval_tasks scores, and with checkpoint.keep_best the
-    checkpoint of the lowest val_loss."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        t, inputs = trainer.cfg.train, trainer.inputs
-        processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-        self.val_sets = {name: eval_batches(shards, trainer.model_config.block_size, t.batch_size, t.eval_batches,
-                                            seed=t.seed + 1, **processes)
-                         for name, shards in inputs.val.items()}
-        self.source_weight = dict(zip(inputs.train, trainer.loader.weights))
-
-    def __call__(self, info: StepInfo) -> dict:
-        trainer, step = self.trainer, info.step
-        if not self.val_sets and not trainer.eval_tasks:
-            return {}
-        program = trainer.program
-        losses = {name: float(np.mean([distributed.fetch(program.eval_step(info.state.params, program.to_device(b)))
-                                       for b in batches]))
-                  for name, batches in self.val_sets.items()}
-        result = {}
-        if losses:
-            total = sum(self.source_weight.get(n, 0.0) for n in losses) or 1.0
-            result["val_loss"] = sum(self.source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total
-        if len(losses) > 1:
-            result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
-        result.update(self.task_scores(info))
-        trainer.tracker.write(step, **result)
-        best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
-                and trainer.checkpoints.save_if_best(step, result["val_loss"], info.state, trainer.cfg.to_dict(),
-                                                     trainer.checkpoint_meta(step)))
-        shown = " | ".join(f"{k.replace('_', ' ') if k == 'val_loss' else k.removeprefix('val_loss_')} {v:.4f}"
-                           for k, v in result.items())
-        tracking.echo(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
-        return result
-
-    def task_scores(self, info: StepInfo) -> dict:
-        """train.eval_tasks on the current weights: {<task>_<metric>: value}."""
-        trainer, scores = self.trainer, {}
-        run = Run(trainer.cfg, trainer.model_config, trainer.inputs.tokenizer, trainer.program.setup.graphdef,
-                  info.state.params, info.step, trainer.run_dir.path)
-        for task in trainer.eval_tasks:
-            metrics = evaluate_task(run, task.task, data=task.path, limit=task.limit)["metrics"]
-            scores.update({f"{task.name}_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-        return scores
-
-
-def print_sample(info: StepInfo) -> None:
-    """train.sample_tokens tokens continuing train.sample_prompt. Every process decodes (the parameters are spread
-    over all of them); process 0 prints."""
-    trainer, t = info.trainer, info.trainer.cfg.train
-    if not t.sample_tokens:
-        return
-    tokenizer = trainer.inputs.tokenizer
-    sample = generate(trainer.program.setup.graphdef, info.state.params, prompt_ids(tokenizer, t.sample_prompt),
-                      block_size=trainer.model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed,
-                      vocab_size=tokenizer.vocab_size)  # a padded table's extra ids decode to nothing
-    if trainer.main_process:
-        print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
 
 
 # ----------------------------------------------------------------------------------------------------------------

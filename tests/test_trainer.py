@@ -1,4 +1,4 @@
-"""gptjax.trainer on its own: when hooks run, what they see, the non-finite policy, a pluggable objective."""
+"""gptjax.trainer and gptjax.hooks on their own: when hooks run, what they see, the non-finite policy, a pluggable objective."""
 
 import json
 import math
@@ -8,7 +8,8 @@ import pytest
 
 from gptjax.config import load_config
 from gptjax.step import cross_entropy
-from gptjax.trainer import Hook, NonFinitePolicy, Throughput, Trainer, TrainingError
+from gptjax.hooks import Hook
+from gptjax.trainer import NonFinitePolicy, Throughput, Trainer, TrainingError
 
 QUICK = ["data.max_chars=40000", "model.num_layers=1", "model.num_heads=2", "model.d_model=32",
          "model.block_size=16", "train.batch_size=4", "train.steps=6", "train.eval_every=0", "train.eval_batches=1",

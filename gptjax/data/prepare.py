@@ -38,7 +38,7 @@ from gptjax.data.readers import SafeJsonlReader
 from gptjax.data.shards import write_shard
 from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
 from gptjax.errors import report_errors
-from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, build_tokenizer
+from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
 FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
