@@ -313,15 +313,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("log.wandb=true needs log.wandb_project (the W&B project to log to)")
     if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
         raise ConfigError(f"optim.lr={o.lr} must be > 0 and optim.min_lr={o.min_lr} within [0, lr]")
-    parse_mixture(d.shards) if d.source == "shards" else None
+    if d.source == "shards":
+        parse_mixture(d.shards)  # the spec's syntax; its directories are read when the data is prepared
     parse_eval_tasks(t.eval_tasks, check_files=False)
 
 
 def check_model(m, *, vocab_size_known: bool = True) -> None:
-    """The model section's own rules, for a config section or a ModelConfig alike (anything indexable by key or
-    with the fields as attributes): the one place they are written. vocab_size_known=False allows vocab_size 0
-    (the tokenizer's size, filled in later)."""
-    get = (lambda k: m[k]) if hasattr(m, "__getitem__") else (lambda k: getattr(m, k))
+    """The model section's own rules, the one place they are written: m is the config's model section, or a
+    ModelConfig's fields as a dict. vocab_size_known=False allows vocab_size 0 (the tokenizer's size, filled in
+    later)."""
+    get = m.__getitem__
     for key, allowed in CHOICES.items():
         section, leaf = key.split(".")
         if section == "model" and get(leaf) not in allowed:

@@ -63,7 +63,7 @@ class ModelConfig:
     scan_layers: bool = False  # compile one layer and loop over it (True), or unroll num_layers copies (False)
 
     def __post_init__(self):
-        check_model(self)  # fail at construction, not at the first traced step, and say which key is wrong
+        check_model(dataclasses.asdict(self))  # fail at construction, not at the first traced step
 
     def __repr__(self) -> str:
         # The shape fields always, the rest only where they differ from the defaults: the generated repr lists every
