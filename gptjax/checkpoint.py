@@ -2,7 +2,14 @@
 
     state   the whole TrainState (parameters, optimizer state, step), as tensorstore arrays (no pickle)
     config  the resolved run config, JSON
-    meta    JSON: checkpoint format version, gptjax version, step, the dropout seed, and the data loader's position
+    meta    JSON: checkpoint format version, gptjax version, step, the dropout seed, the data loader's position,
+            and a checksum of every array of `state`
+
+The checksums are computed on the devices when a checkpoint is saved and again after it is restored: a flipped
+bit or an overwritten block anywhere in an array's files makes the restored array disagree with its checksum, and
+the checkpoint is then treated like any unreadable one (moved aside, the one before it used, a warning naming the
+array). Each is a position-weighted sum of the array's 32-bit words modulo 2**32; the weights are odd, so any
+change confined to one word always shows, and any other with probability 1 - 2**-32.
 
 The data position and the dropout randomness are functions of (seed, step), so the step restores them exactly;
 `meta` records them so a resumed run can check that the data it reads is the data the checkpoint was trained on.
@@ -23,13 +30,16 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
-from gptjax import __version__
+from gptjax import __version__, distributed
 from gptjax.errors import GptjaxError
 from gptjax.rundir import RunDir
 
-FORMAT_VERSION = 1  # raise when the layout of `state` changes; older checkpoints are then refused by name
+FORMAT_VERSION = 2  # raise when the layout of `state` changes; older checkpoints are then refused by name
+READABLE_VERSIONS = (1, 2)  # 1: the same layout, without checksums (restored with a warning that it is unverified)
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
@@ -70,6 +80,55 @@ def _ignore_closed_loop_callbacks() -> None:
 
     hook.gptjax_filter = True
     sys.unraisablehook = hook
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checksums
+
+
+def _words(x: jax.Array) -> jax.Array:
+    """An array's bits as uint32 words (8-byte elements: two words each; narrower ones widened)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    size = x.dtype.itemsize
+    if size == 8:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)  # a trailing axis of 2
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _array_checksum(x: jax.Array) -> jax.Array:
+    # No reshape: the linear index is built from per-axis iotas, so a sharded array is summed where it lies.
+    words = _words(x)
+    index = jnp.zeros(words.shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(words.ndim)):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis) * jnp.uint32(stride % 2**32)
+        stride *= words.shape[axis]
+    return jnp.sum(words * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+
+
+_checksums_on_device = jax.jit(lambda leaves: [_array_checksum(x) for x in leaves])
+
+
+def checksums(tree) -> dict[str, int]:
+    """{array's path in the tree: its checksum}, computed on the devices that hold it (every process must call
+    this in a multi-host run)."""
+    paths, leaves = zip(*jax.tree_util.tree_leaves_with_path(tree)) if jax.tree.leaves(tree) else ((), ())
+    sums = _checksums_on_device(list(leaves))
+    return {jax.tree_util.keystr(path): int(np.asarray(distributed.fetch(s))) for path, s in zip(paths, sums)}
+
+
+def _verify(tree, saved: dict[str, int]) -> None:
+    """Raises ValueError naming the first restored array that differs from its checksum at save time."""
+    for name, value in checksums(tree).items():
+        if name in saved and saved[name] != value:
+            raise ValueError(f"array state{name} does not match its checksum (the checkpoint's files were changed "
+                             "or damaged after it was written)")
+        if name not in saved:
+            raise ValueError(f"array state{name} has no checksum in the checkpoint's meta")
 
 
 def _warn(message: str) -> None:
@@ -127,7 +186,8 @@ class Checkpoints:
         return True
 
     def _save(self, manager, directory, step, state, config, meta) -> None:
-        meta = {"format_version": FORMAT_VERSION, "gptjax_version": __version__, "step": step, **meta}
+        meta = {"format_version": FORMAT_VERSION, "gptjax_version": __version__, "step": step, **meta,
+                "checksums": checksums(state)}
         self._settle(manager)
         self._saving = (step, Path(directory))
         try:
@@ -184,16 +244,21 @@ class Checkpoints:
         for candidate in candidates:
             path = Path(manager.directory) / str(candidate)
             meta = self._read_meta(path)
-            if meta is not None and meta.get("format_version") != FORMAT_VERSION:
+            if meta is not None and meta.get("format_version") not in READABLE_VERSIONS:
                 raise CheckpointError(
                     f"checkpoint {path} has format version {meta.get('format_version')} (gptjax "
-                    f"{meta.get('gptjax_version', '?')}); this gptjax {__version__} reads version "
-                    f"{FORMAT_VERSION}; use the gptjax that wrote it, or start a new --workdir")
+                    f"{meta.get('gptjax_version', '?')}); this gptjax {__version__} reads versions "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}; use the gptjax that wrote it, or start a new --workdir")
             try:
                 if meta is None:
                     raise ValueError("its meta item is missing or unreadable")
                 restored = manager.restore(candidate, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract)))
+                if "checksums" in meta:
+                    _verify(restored.state, meta["checksums"])
+                else:
+                    _warn(f"checkpoint {path} carries no checksums (written by gptjax "
+                          f"{meta.get('gptjax_version', '?')}); its arrays are used unverified")
                 return restored.state, meta
             except Exception as e:  # noqa: BLE001  (corrupt files surface as assorted storage errors)
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import os
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
         tokenizer="char",  # char | byte | gpt2 | a tokenizer.json / directory with vocab.json+merges.txt | hub name
         val_fraction=0.1,  # the tail of the text held out for validation (nanoGPT: 10%)
         max_chars=0,  # 0: all; otherwise read at most this many characters of the source
+        # A text source that changed since RUN/data was tokenized from it stops the run from starting; true:
+        # tokenize it again (with the run's tokenizer) and continue the run on the new text.
+        retokenize=False,
     )
     c.optim = dict(
         lr=1e-3,
@@ -175,9 +179,37 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
-        set_value(cfg, key, yaml.safe_load(raw) if raw != "" else "")
+        set_value(cfg, key, parse_override(cfg, key, raw))
     check(cfg)
     return cfg
+
+
+def parse_override(cfg: ml_collections.ConfigDict, key: str, raw: str) -> Any:
+    """The value of `--config.KEY=RAW`: the text as it is for a string key (a prompt like 'ROMEO:' is not YAML),
+    otherwise read as YAML (numbers, true/false, null)."""
+    if raw == "":
+        return ""
+    parent, leaf = _parent(cfg, key), key.split(".")[-1]
+    if parent is not None and not isinstance(parent[leaf], ml_collections.ConfigDict) and \
+            parent.get_ref(leaf).get_type() is str:
+        return None if raw in ("null", "~") else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--config.{key}={raw} is not a value gptjax can read (as YAML: {problem}); give a "
+                          "number, true/false, or text") from None
+
+
+def _parent(cfg: ml_collections.ConfigDict, key: str):
+    """The section holding key's leaf, or None when the path does not exist (set_value then names the problem)."""
+    node = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, ml_collections.ConfigDict) and parts[-1] in node else None
 
 
 def _load_py(path: Path) -> ml_collections.ConfigDict:
@@ -185,14 +217,32 @@ def _load_py(path: Path) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"config file {path} has a syntax error at line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001  (the file is the user's code: whatever it raises, name it)
+        raise ConfigError(f"config file {path} failed to load: {_where(e, path)}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"config file {path} has no get_config() function; define one that returns "
+                          "gptjax.config.base_config() with your changes")
+    try:
         cfg = module.get_config()
     except (AttributeError, KeyError) as e:  # ConfigDict raises these for unknown keys
         raise ConfigError(f"config file {path}: {_explain_unknown(e)}") from None
     except TypeError as e:
         raise ConfigError(f"config file {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"config file {path}: get_config() raised {_where(e, path)}") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"config file {path}: get_config() must return gptjax.config.base_config() with changes")
     return cfg
+
+
+def _where(error: Exception, path: Path) -> str:
+    """'ZeroDivisionError: division by zero (line 3)': the error and the line of the config file it came from."""
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if Path(frame.filename).resolve() == path.resolve()]
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return text + (f" (line {lines[-1]})" if lines else "")
 
 
 def _load_yaml(path: Path) -> dict:
@@ -434,6 +484,7 @@ def parse_eval_tasks(spec: str, *, check_files: bool = True) -> list[EvalTask]:
 # and weights move between models that differ only in them.
 RUNTIME_MODEL_KEYS = ("attention", "remat", "scan_layers", "dtype", "dropout", "attn_dropout")
 RESUMABLE_SECTIONS = ("model", "optim", "train", "mesh", "distributed", "checkpoint")
+RUNTIME_DATA_KEYS = ("retokenize",)  # how a run treats its data, not which data it is
 
 
 def resume_changes(saved: dict, cfg: ml_collections.ConfigDict, where: str) -> list[str]:
@@ -442,7 +493,7 @@ def resume_changes(saved: dict, cfg: ml_collections.ConfigDict, where: str) -> l
     new = cfg.to_dict()
     for section in ("model", "data"):
         for key, value in new[section].items():
-            if section == "model" and key in RUNTIME_MODEL_KEYS:
+            if key in {"model": RUNTIME_MODEL_KEYS, "data": RUNTIME_DATA_KEYS}[section]:
                 continue
             if saved.get(section, {}).get(key, value) != value:
                 raise ConfigError(

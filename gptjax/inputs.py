@@ -2,12 +2,18 @@
 
     inputs = prepare_data(cfg, run_dir)      # tokenizer, {source: train shards}, {source: val shards}, weights
 
-Text sources (the stdlib corpus, data.path) are tokenized once into RUN/data/{train,val}; prepared shard
-directories (data.source=shards, from gptjax.data.prepare) are read where they are.
+Text sources (the stdlib corpus, data.path) are tokenized once into RUN/data/{train,val}, with a record of what
+from (RUN/data/source.json: the data settings and a SHA-256 of the text); a run whose text changed since refuses
+to start rather than train on stale tokens. Prepared shard directories (data.source=shards, from
+gptjax.data.prepare) are read where they are.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,8 +23,9 @@ from gptjax.config import parse_mixture
 from gptjax.data import DataError, TokenShard
 from gptjax.data.loader import WindowLoader
 from gptjax.data.shards import open_split
+from gptjax.errors import GptjaxError
 from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
-from gptjax.rundir import RunDir
+from gptjax.rundir import RunDir, RunDirError, write_atomically
 from gptjax.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 
@@ -38,21 +45,108 @@ def prepare_data(cfg: ml_collections.ConfigDict, run_dir: str | Path | RunDir, w
         train = {name: open_split(s.path / "train") for name, s in mixture.items()}
         val = {name: open_split(s.path / "val") for name, s in mixture.items() if (s.path / "val").exists()}
         tokenizer = shards_tokenizer(d.tokenizer, [s.path for s in mixture.values()])
-        if write:
+        if write and not (run_dir.tokenizer.exists() and _saved_tokenizer(run_dir) == tokenizer):
             tokenizer.save(run_dir.tokenizer)  # the run directory alone is enough to sample from the model
         weights = None if any(s.weight is None for s in mixture.values()) else {
             name: s.weight for name, s in mixture.items()}
         return Inputs(tokenizer, train, val, weights)
 
-    if write and not run_dir.has_prepared_data():
-        text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
-        tokenizer = build_tokenizer(d.tokenizer, text)
-        counts = prepare_splits(text, tokenizer, run_dir.data, d.val_fraction, name=d.source)
-        print(f"data: {len(text):,} characters -> {counts} tokens ({tokenizer.name}, vocab {tokenizer.vocab_size})")
-        tokenizer.save(run_dir.tokenizer)  # last: its presence marks the data as complete
-    tokenizer = load_tokenizer(run_dir.tokenizer)
+    if write:
+        tokenizer = _text_data(cfg, run_dir)
+    else:
+        tokenizer = load_tokenizer(run_dir.tokenizer)
     val = {d.source: open_split(run_dir.data / "val")} if (run_dir.data / "val").exists() else {}
     return Inputs(tokenizer, {d.source: open_split(run_dir.data / "train")}, val, None)
+
+
+def _text_data(cfg: ml_collections.ConfigDict, run_dir: RunDir) -> Tokenizer:
+    """RUN/data for a text source: reused when it was made from the same text with the same settings, made when
+    there is none, and otherwise (the text changed under a run) refused, unless data.retokenize."""
+    d = cfg.data
+    text = stdlib_corpus(d.max_chars) if d.source == "stdlib" else read_text(d.path, d.url, d.max_chars)
+    now = fingerprint(cfg, text)
+    saved = _read_json(run_dir.data_source) if run_dir.has_prepared_data() else None
+    if saved is not None and same_data(saved, now):
+        return load_tokenizer(run_dir.tokenizer)
+    tokenizer = None
+    if run_dir.started() and run_dir.has_prepared_data():
+        if saved is None:  # tokenized by a gptjax that kept no fingerprint: what is there now is taken as it
+            print(f"warning: {run_dir.data} carries no record of what it was tokenized from; it is used as it is, "
+                  "and the current input is recorded", file=sys.stderr)
+            write_atomically(run_dir.data_source, json.dumps(now, indent=1))
+            return load_tokenizer(run_dir.tokenizer)
+        change = describe_change(saved, now)
+        if not d.retokenize:
+            raise DataError(f"{change} since {run_dir.data} was tokenized from it; the run would go on with the "
+                            f"old tokens; start a new --workdir for the new text, or set --config.data.retokenize="
+                            "true to tokenize it again and continue this run on it")
+        print(f"data: {change}; tokenizing it again with the run's tokenizer (data.retokenize=true)")
+        tokenizer = load_tokenizer(run_dir.tokenizer)  # the model's vocabulary stays the run's
+    elif run_dir.has_prepared_data():
+        print(f"data: {run_dir.data} was made from other input or settings and no run has started on it; "
+              "tokenizing again")
+    if tokenizer is None:
+        tokenizer = build_tokenizer(d.tokenizer, text)
+    try:
+        run_dir.data_source.unlink(missing_ok=True)  # written last again: its presence marks the data complete
+        counts = prepare_splits(text, tokenizer, run_dir.data, d.val_fraction, name=d.source)
+        tokenizer.save(run_dir.tokenizer)
+    except OSError as e:
+        raise RunDirError(f"cannot write the tokenized data to {run_dir.data}: {e.strerror or e}; free disk space "
+                          "or choose a writable --workdir") from None
+    write_atomically(run_dir.data_source, json.dumps(now, indent=1))
+    print(f"data: {len(text):,} characters -> {counts} tokens ({tokenizer.name}, vocab {tokenizer.vocab_size})")
+    return tokenizer
+
+
+# What decides the tokens: the settings, and the text itself (by content; size and time are kept to describe a change)
+_DATA_SETTINGS = ("source", "tokenizer", "val_fraction", "max_chars")
+
+
+def fingerprint(cfg: ml_collections.ConfigDict, text: str) -> dict:
+    d = cfg.data
+    record = {key: d[key] for key in _DATA_SETTINGS}
+    record.update(chars=len(text), sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    if d.source == "text":
+        path = Path(d.path).expanduser().absolute()
+        stat = path.stat()
+        record.update(path=str(path), bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return record
+
+
+def same_data(saved: dict, now: dict) -> bool:
+    return all(saved.get(key) == now[key] for key in (*_DATA_SETTINGS, "sha256"))
+
+
+def describe_change(saved: dict, now: dict) -> str:
+    settings = [f"data.{key} {saved.get(key)!r} -> {now[key]!r}" for key in _DATA_SETTINGS
+                if saved.get(key) != now[key]]
+    if settings:
+        return f"the data settings changed ({', '.join(settings)})"
+    if now["source"] != "text":
+        return (f"the {now['source']} corpus changed ({saved.get('chars', '?'):,} -> {now['chars']:,} characters, "
+                "different content)")
+
+    def when(ns):
+        return datetime.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="seconds") if ns else "?"
+
+    return (f"data.path={now['path']} changed (then {saved.get('bytes', '?'):,} bytes, modified "
+            f"{when(saved.get('mtime_ns'))}; now {now['bytes']:,} bytes, modified {when(now['mtime_ns'])}; "
+            "different content)")
+
+
+def _saved_tokenizer(run_dir: RunDir) -> Tokenizer | None:
+    try:
+        return load_tokenizer(run_dir.tokenizer)
+    except GptjaxError:
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:

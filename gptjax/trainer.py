@@ -45,7 +45,7 @@ from gptjax.hostmem import advice as hostmem_advice
 from gptjax.inputs import Inputs, check_vocabulary, prepare_data
 from gptjax.model import ModelConfig, count_params
 from gptjax.run import RunError, load_run
-from gptjax.rundir import RunDir, write_atomically
+from gptjax.rundir import RunDir, WriterLock, first_missing, remove_created, remove_new_entries, write_atomically
 from gptjax.state import Setup, setup
 from gptjax.step import Objective, TrainState, make_eval_step, make_train_step, next_token_loss
 from gptjax.tokenizer import Tokenizer
@@ -212,9 +212,7 @@ class Trainer:
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
         if self.main_process:  # one writer for the run directory's shared files; the others wait for it
             self._check_resumable()
-            self.run_dir.ensure_writable()
-            if not self.run_dir.config.exists():  # a resumed run's copy is replaced once its checkpoint loads
-                write_atomically(self.run_dir.config, to_yaml(cfg))
+            self._claim()
             inputs = prepare_data(cfg, self.run_dir)
         distributed.barrier("data prepared")
         if not self.main_process:
@@ -230,11 +228,36 @@ class Trainer:
     def _check_resumable(self) -> None:
         """A run directory may be continued with a changed schedule, mesh or kernel, but not with a different
         model or different data."""
-        if not self.run_dir.config.exists() or not self.run_dir.tokenizer.exists():
-            return  # nothing was built from the saved config yet (e.g. its data could not be read): start afresh
+        if not self.run_dir.started():
+            return  # empty, or what a refused start left: start afresh
         changed = resume_changes(read_saved(self.run_dir.config), self.cfg, str(self.run_dir))
         if changed:
             print(f"continuing {self.run_dir} with changed settings: {'; '.join(changed)}")
+
+    def _claim(self) -> None:
+        """Makes the run directory this process's alone (RunInUseError if another trainer has it), noting what was
+        there, so that a start refused later can be undone."""
+        self._created = first_missing(self.run_dir.path)
+        self.run_dir.ensure_writable()
+        self._before = self.run_dir.entries()
+        lock = WriterLock(self.run_dir)
+        lock.acquire()
+        self.lock = lock
+
+    def _mark_started(self) -> None:
+        """Every check passed and the starting state is built: from here on the directory is a run (config.yaml
+        is the mark; a resumed run's copy becomes the settings it goes on with)."""
+        if self.main_process:
+            write_atomically(self.run_dir.config, to_yaml(self.cfg))
+        self.started = True
+
+    def _abandon(self) -> None:
+        """A start refused before _mark_started: what it wrote is removed, so trying again starts afresh."""
+        if self.lock is None:
+            return
+        remove_new_entries(self.run_dir, self._before)
+        self.lock.release(remove=self.run_dir.lock.name not in self._before)
+        remove_created(self.run_dir, self._created)
 
     def build(self) -> Program:
         self.program = build_program(self.cfg, self.model_config, self.mesh, self.objective)
@@ -261,8 +284,6 @@ class Trainer:
                       file=sys.stderr)
             if init_from:
                 print(f"note: checkpoint.init_from is only used when a run starts; continuing from step {start}")
-            if self.main_process:
-                write_atomically(self.run_dir.config, to_yaml(self.cfg))  # the run's settings from here on
             return state, start
         state = built.init(t.seed)
         if init_from:
@@ -281,6 +302,18 @@ class Trainer:
 
     def run(self) -> dict:
         """Trains (or continues) the run; returns the final metrics (with `stopped_at` if a signal stopped it)."""
+        self.lock, self.started = None, False
+        try:
+            return self._run()
+        except BaseException:
+            if not self.started:
+                self._abandon()
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         self.prepare()
         self.build()
@@ -288,6 +321,7 @@ class Trainer:
         self.checkpoints = Checkpoints(self.run_dir.path, keep=ck.keep, keep_best=ck.keep_best)
         try:
             self.state, start = self.initial_state()
+            self._mark_started()
         except BaseException:
             self.checkpoints.close()
             raise

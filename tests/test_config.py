@@ -105,3 +105,27 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert lines == ["error: unknown key model.num_layer (did you mean model.num_layers?); valid keys in model: "
                      + ", ".join(sorted(base_config().model.keys()))]
     assert not (tmp_path / "run").exists()  # nothing is written for a config that cannot run
+
+
+@pytest.mark.parametrize("source, expected", [
+    ('raise RuntimeError("boom")\n', r"failed to load: RuntimeError: boom \(line 1\)"),
+    ("import a_module_that_is_not_there\n", r"failed to load: ModuleNotFoundError: No module named"),
+    ("x = 1\ny = 1 / 0\n", r"failed to load: ZeroDivisionError: division by zero \(line 2\)"),
+    ("def get_config(:\n", r"has a syntax error at line 1"),
+    ("x = 1\n", r"has no get_config\(\) function"),
+    ("def get_config():\n    return 1 / 0\n", r"get_config\(\) raised ZeroDivisionError: division by zero \(line 2\)"),
+])
+def test_a_python_config_that_fails_is_one_clear_error(tmp_path, source, expected):
+    path = tmp_path / "mine.py"
+    path.write_text(source)
+    with pytest.raises(ConfigError, match=rf"config file {path}.*{expected}"):
+        load_config(path)
+
+
+def test_string_keys_take_the_text_as_it_is_and_bad_yaml_is_named():
+    cfg = load_config(None, ["train.sample_prompt=ROMEO:", "data.tokenizer=1234", "data.url=null"])
+    assert cfg.train.sample_prompt == "ROMEO:" and cfg.data.tokenizer == "1234" and cfg.data.url is None
+    with pytest.raises(ConfigError, match=r"--config.train.steps=\[1, is not a value gptjax can read"):
+        load_config(None, ["train.steps=[1,"])
+    with pytest.raises(ConfigError, match=r"train.steps must be an integer, got 'ten'"):
+        load_config(None, ["train.steps=ten"])

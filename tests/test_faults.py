@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from gptjax.checkpoint import Checkpoints
+from gptjax.checkpoint import FORMAT_VERSION, Checkpoints
 from gptjax.config import load_config
 from gptjax.data.shards import write_shard
 from gptjax.model import ModelConfig
@@ -67,9 +67,10 @@ def train_losses(workdir: Path) -> dict[int, float]:
 
 
 def snapshot(directory: Path) -> dict:
-    """Every file's bytes and modification time: what 'nothing was touched' means."""
+    """Every file's bytes and modification time: what 'nothing was touched' means. (RUN/.lock is not the run's
+    content: it names the last trainer that opened the run.)"""
     return {str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int, pattern: str, quiet: bool = True) -> None:
@@ -141,6 +142,42 @@ def test_signal_saves_a_checkpoint_and_exits_zero(tmp_path, sig):
     resumed = run(tmp_path / "run", f"--config.train.steps={stopped + 5}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"checkpoints/{stopped}" in resumed.stdout and f"step {stopped + 5:>6}/" in resumed.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One trainer per run directory
+
+
+def test_a_second_trainer_is_refused_and_the_first_is_unharmed(tmp_path):
+    workdir = tmp_path / "run"
+    # Two at once on a directory that does not exist yet: one trains, the other refuses at once.
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [spawn(workdir, log, "--config.train.steps=30", "--config.checkpoint.every=10") for log in logs]
+    codes = sorted(p.wait(timeout=600) for p in procs)
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 2], outputs
+    refused = next(o for o in outputs if "error:" in o)
+    assert re.search(r"^error: .*run is being trained by another process \(pid \d+ on .*\); wait for it", refused,
+                     re.M) and "Traceback" not in refused, refused
+    assert sorted(train_losses(workdir)) == list(range(1, 31))  # every line of the one run, once
+
+    # An existing run being trained: a second trainer is refused, sample reads it meanwhile, the first goes on.
+    log = tmp_path / "long.log"
+    proc = spawn(workdir, log, "--config.train.steps=100000", "--config.checkpoint.every=10")
+    wait_for_step(proc, log, 45)
+    second = run(workdir, "--config.train.steps=100000")
+    one_line_error(second, 2, rf"{workdir} is being trained by another process \(pid {proc.pid} on ")
+    sampled = subprocess.run([sys.executable, "-m", "gptjax.sample", "--workdir", str(workdir), "--max_new_tokens",
+                              "8", "--prompt", "def"], cwd=REPO, env=env(), capture_output=True, text=True,
+                             timeout=300)
+    assert sampled.returncode == 0 and sampled.stdout.strip(), sampled.stderr[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    stopped = int(re.search(r"stopped by SIGTERM after step (\d+)", log.read_text()).group(1))
+    assert sorted(train_losses(workdir)) == list(range(1, stopped + 1))
+    # The holder is gone, so the lock is free: the run resumes (a SIGKILLed holder frees it the same way).
+    resumed = run(workdir, f"--config.train.steps={stopped + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -283,7 +320,7 @@ def test_checkpoint_holds_no_pickle_and_records_its_position(finished_run):
         if not in_array_store and path.name != "commit_success.txt":
             json.loads(path.read_text())  # everything else is JSON
     meta = json.loads((step_dir / "meta" / "metadata").read_text())
-    assert meta["format_version"] == 1 and meta["step"] == 20 and meta["seed"] == 1337
+    assert meta["format_version"] == FORMAT_VERSION and meta["step"] == 20 and meta["seed"] == 1337
     assert meta["data"]["next_step"] == 20 and meta["data"]["batch_size"] == 32
     config = json.loads((step_dir / "config" / "metadata").read_text())
     assert config["model"]["d_model"] == 64
@@ -358,6 +395,28 @@ def test_bad_input_leaves_the_run_untouched(finished_run, args, code, pattern):
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize("case", ["vocab_size", "block_size", "init_from", "download"])
+def test_a_refused_start_leaves_nothing_behind_and_can_be_tried_again(finished_run, tmp_path, case):
+    args, pattern = {
+        "vocab_size": (["--config.model.vocab_size=10"], r"model.vocab_size=10 is smaller than the tokenizer's"),
+        "block_size": (["--config.data.max_chars=600"], r"block size 64 is larger than"),
+        "init_from": ([f"--config.checkpoint.init_from={finished_run}", "--config.model.d_model=32"],
+                      r"holds a model with model.d_model=64, but this config has 32"),
+        "download": (["--config.data.source=text", f"--config.data.path={tmp_path / 'gone.txt'}",
+                      "--config.data.url=http://127.0.0.1:9/input.txt"], r"the download from .* failed"),
+    }[case]
+    workdir = tmp_path / "runs" / "x"
+    one_line_error(run(workdir, "--config.train.steps=2", *args), 2, pattern)
+    assert not (tmp_path / "runs").exists()  # not even the parent it made for it
+    # A directory that was there (empty) is left as it was.
+    workdir.mkdir(parents=True)
+    one_line_error(run(workdir, "--config.train.steps=2", *args), 2, pattern)
+    assert list(workdir.iterdir()) == []
+    if case == "vocab_size":  # the corrected command is not refused as "a run with other settings"
+        retried = run(workdir, "--config.train.steps=2")
+        assert retried.returncode == 0, retried.stderr[-3000:]
+
+
 def test_checkpoint_from_another_format_version(finished_run, tmp_path):
     import shutil
 
@@ -368,7 +427,7 @@ def test_checkpoint_from_another_format_version(finished_run, tmp_path):
     meta_file.write_text(json.dumps({**meta, "format_version": 99, "gptjax_version": "9.0"}))
     before = snapshot(workdir)
     one_line_error(run(workdir, "--config.train.steps=30"), 1,
-                   r"checkpoints/20 has format version 99 \(gptjax 9.0\); this gptjax .* reads version 1")
+                   r"checkpoints/20 has format version 99 \(gptjax 9.0\); this gptjax .* reads versions 1, 2")
     assert snapshot(workdir) == before
 
 
