@@ -50,6 +50,7 @@ from gptjax.flops import (flops_per_token, matmul_floor, matmul_weights, measure
                           published_peak)
 from gptjax.inputs import prepare_data  # noqa: E402
 from gptjax.model import ModelConfig, count_params  # noqa: E402
+from gptjax.rundir import check_writable  # noqa: E402
 from gptjax.step import make_loss_fn  # noqa: E402
 from gptjax.trainer import build_program  # noqa: E402
 
@@ -310,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
                                  workdir_help="prepare and read the config's data here (default: random tokens)")
 
     def work() -> None:
-        if args.json and not Path(args.json).resolve().parent.is_dir():  # say so now, not after the whole run
-            raise GptjaxError(f"--json {args.json}: its directory does not exist")
+        if args.json:  # say so now, not after the whole run
+            if Path(args.json).is_dir():
+                raise GptjaxError(f"--json {args.json} is a directory; give a file in it")
+            if not Path(args.json).resolve().parent.is_dir():
+                raise GptjaxError(f"--json {args.json}: its directory does not exist")
+            check_writable(Path(args.json).resolve().parent, "the --json directory", "choose a writable path")
         result = run_benchmark(load_config(args.config, overrides), steps=args.steps, warmup=args.warmup,
                                workdir=args.workdir, vocab_size=args.vocab_size, peak_size=args.peak_size,
                                loader_batches=args.loader_batches, floor=args.matmul_floor)

@@ -238,6 +238,10 @@ class Checkpoints:
         manager = self.best if best else self.manager
         if manager is None or manager.latest_step() is None:
             raise CheckpointError(f"{self.best_directory if best else self.directory} holds no checkpoint")
+        if step is not None and step not in manager.all_steps():
+            steps = ", ".join(map(str, sorted(manager.all_steps())))
+            raise CheckpointError(f"{manager.directory} has no checkpoint of step {step} (it has steps: {steps}); "
+                                  "pick one of those, or leave the step out for the newest")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         errors = []

@@ -60,10 +60,9 @@ def _run_lm_eval(argv: list[str]) -> int:
     saved = sys.argv
     sys.argv = ["gptjax lm-eval", *argv]
     try:
-        adapter.main()
+        return adapter.main()
     finally:
         sys.argv = saved
-    return 0
 
 
 def main(argv: list[str] | None = None, *, real_command_line: bool | None = None) -> int:

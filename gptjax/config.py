@@ -477,6 +477,19 @@ def parse_eval_tasks(spec: str, *, check_files: bool = True) -> list[EvalTask]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def warnings(cfg: ml_collections.ConfigDict) -> list[str]:
+    """Settings that are valid but most likely not what was meant; the trainer prints them at start."""
+    o, t = cfg.optim, cfg.train
+    found = []
+    if o.warmup_steps > t.steps:
+        found.append(f"optim.warmup_steps={o.warmup_steps} is more than train.steps={t.steps}: the learning rate "
+                     f"never reaches optim.lr={o.lr:g}; lower optim.warmup_steps")
+    if o.decay_steps and o.decay_steps < o.warmup_steps:
+        found.append(f"optim.decay_steps={o.decay_steps} ends before optim.warmup_steps={o.warmup_steps}: the "
+                     "learning rate decays before it has warmed up; raise optim.decay_steps (0: train.steps)")
+    return found
+
+
 # Continuing a run with a changed config
 
 

@@ -3,7 +3,8 @@
 Every error gptjax raises on purpose derives from GptjaxError; its message is one line that names the problem and
 what to do. A command-line tool runs its work through `report_errors`, which turns such an error into that line on
 stderr and the error's exit status: 2 for input that cannot be used as given (a bad config, missing data), 1 for
-a run that could not go on (a non-finite loss, a full disk). Anything else is a bug and keeps its traceback.
+a run that could not go on (a non-finite loss, a full disk), 128 + N for a stop by signal N. Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -26,4 +27,16 @@ def report_errors(work: Callable[[], int | None], *, prefix: str = "error") -> i
     except GptjaxError as e:
         print(f"{prefix}: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C where a tool has no handler of its own: the shell's status for it
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
     return 0 if status is None else int(status)
+
+
+class Interrupted(GptjaxError):
+    """A signal asked a second time for the work to stop, and it stopped at once; exit 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM), as the shell reports a process a signal ended."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

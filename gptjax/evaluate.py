@@ -36,7 +36,7 @@ from gptjax import distributed, tracking
 from gptjax.config import parse_mixture
 from gptjax.data.shards import open_split
 from gptjax.errors import GptjaxError, report_errors
-from gptjax.rundir import RunDir
+from gptjax.rundir import RunDir, check_writable
 from gptjax.run import load_run
 from gptjax.tasks import TASKS, Task, TaskError, load_task
 
@@ -326,9 +326,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.task not in ("val_loss",) and not args.data:
         raise GptjaxError(f"--task {args.task} needs --data PATH (its file or directory, e.g. shared/data/eval/...)")
     workdir = RunDir(args.workdir)
-    run = load_run(workdir.path, args.step, best=args.best)
-    result = evaluate_task(run, args.task, args.data, args.shots, args.limit, args.batch_size, run_dir=workdir.path)
     out = workdir.eval_result(args.task, args.name or (Path(args.data).stem if args.task == "custom" else None))
+    run = load_run(workdir.path, args.step, best=args.best)
+    check_writable(out.parent, "the run's eval directory", "make it writable, or evaluate a copy of the run "
+                   "(its results are written there)")  # before the scoring, which may take hours
+    result = evaluate_task(run, args.task, args.data, args.shots, args.limit, args.batch_size, run_dir=workdir.path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -12,11 +12,13 @@ model_args: workdir (required), step or best=True (which checkpoint), batch_size
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from gptjax.errors import GptjaxError, report_errors
 from gptjax.evaluate import DEFAULT_BATCH_SIZE, Scorer
 from gptjax.run import load_run
 from gptjax.sample import cut_at_stop, generate_batch
@@ -83,12 +85,21 @@ class GptjaxLM(LM):
                                                 outputs[i])
         return outputs
 
-def main() -> None:
-    """lm_eval's command line, with this module (and so the "gptjax" model) loaded."""
+def main() -> int:
+    """lm_eval's command line, with this module (and so the "gptjax" model) loaded; a task name it does not know
+    (or a gptjax error loading the run) is one line and exit 2, like every gptjax command's bad input."""
     from lm_eval.__main__ import cli_evaluate
 
-    cli_evaluate()
+    def work() -> None:
+        try:
+            cli_evaluate()
+        except ValueError as e:
+            if not str(e).startswith("Tasks not found"):
+                raise
+            raise GptjaxError(f"{e}; `gptjax lm-eval ls tasks` lists the tasks lm-eval knows") from None
+
+    return report_errors(work)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

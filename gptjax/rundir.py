@@ -7,6 +7,7 @@
     RUN/metrics.jsonl        one JSON object per logged step; RUN/tensorboard/ the same as event files
     RUN/eval/<task>.json     results of `gptjax evaluate`
     RUN/.lock                held (flock) by the one trainer writing the run; names it
+    RUN/logs/train.log       what the libraries log (orbax, absl, jax), kept off the terminal
 
 A directory is a run once config.yaml is in it: the trainer writes it only after every check has passed and the
 starting state is built, so a start that was refused leaves no run behind and can simply be tried again.
@@ -33,6 +34,10 @@ class RunDirError(GptjaxError):
     """The run directory cannot be written (read-only, full disk)."""
 
     exit_code = 1
+
+
+class UnwritableError(GptjaxError):
+    """An output location that cannot be written, found at start (exit 2, like any unusable input)."""
 
 
 class RunInUseError(GptjaxError):
@@ -63,6 +68,7 @@ class RunDir:
     eval = property(lambda self: self.path / "eval")
     data_source = property(lambda self: self.path / "data" / "source.json")  # what RUN/data was tokenized from
     lock = property(lambda self: self.path / ".lock")
+    logs = property(lambda self: self.path / "logs")  # library logs (orbax, absl, jax), kept off the terminal
 
     def started(self) -> bool:
         """A run was started here (its config.yaml, written once every check passed), not a refused start."""
@@ -80,14 +86,19 @@ class RunDir:
 
     def ensure_writable(self) -> None:
         """Fails at start, before any work, when the run directory cannot be written."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / f".write-test-{os.getpid()}"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise RunDirError(f"cannot write to the run directory {self.path}: {e.strerror or e}; choose a "
-                              "writable --workdir") from None
+        check_writable(self.path, "the run directory", "choose a writable --workdir")
+
+
+def check_writable(directory: Path, what: str, advice: str) -> None:
+    """Fails before any work when `directory` (made if it is missing) cannot be written: a bad output location
+    is the input's fault (exit 2), found before the work it would have lost."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UnwritableError(f"cannot write to {what} {directory}: {e.strerror or e}; {advice}") from None
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import logging.handlers
 import math
 import sys
 import time
@@ -57,6 +59,71 @@ def echo(text: str, file=None) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Library logs
+
+
+# The libraries whose log records would otherwise reach the terminal: orbax logs through absl, and a failed
+# checkpoint write there is hundreds of lines, tracebacks included, before gptjax's own one-line account of it.
+LIBRARY_LOGGERS = ("absl", "orbax", "jax", "tensorstore", "asyncio", "datatrove")
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that makes its file (and directory) at the first record, so a quiet run writes nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def handleError(self, record):  # a full disk: the log is lost, and says nothing on the terminal either
+        pass
+
+
+class LibraryLogs:
+    """While in the block, library log records (LIBRARY_LOGGERS) stay off the terminal: held in memory until
+    attach(path) names their file (a run directory is only written once it is claimed), then written there.
+
+        with LibraryLogs() as logs:
+            ...                      # checks: nothing is written anywhere yet
+            logs.attach(RUN / "logs" / "train.log")
+    """
+
+    def __init__(self):
+        self.held = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+        self.file: _LazyFileHandler | None = None
+        self._saved = []
+
+    def _route(self, handler: logging.Handler) -> None:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).handlers = [handler]
+
+    def __enter__(self) -> "LibraryLogs":
+        for name in LIBRARY_LOGGERS:
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.handlers, logger.propagate))
+            logger.propagate = False
+        self._route(self.held)
+        return self
+
+    def attach(self, path: Path) -> None:
+        self.file = _LazyFileHandler(Path(path))
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+        self.held.setTarget(self.file)
+        self.held.flush()
+        self._route(self.file)
+
+    def __exit__(self, *exc) -> None:
+        for logger, handlers, propagate in self._saved:
+            logger.handlers, logger.propagate = handlers, propagate
+        self.held.close()  # never attached (a start refused before its run directory was claimed): dropped
+        if self.file is not None:
+            self.file.close()
 
 
 def check_wandb(cfg) -> None:

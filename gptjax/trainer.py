@@ -37,8 +37,9 @@ from gptjax import distributed, sharding, tracking
 from gptjax.checkpoint import CheckpointError, Checkpoints
 from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
                            resume_changes, to_yaml)
+from gptjax.config import warnings as config_warnings
 from gptjax.data.loader import WindowLoader
-from gptjax.errors import GptjaxError
+from gptjax.errors import GptjaxError, Interrupted
 from gptjax.hf import HFError, load_hf
 from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_sample
 from gptjax.hostmem import advice as hostmem_advice
@@ -106,7 +107,8 @@ class StopRequest:
     def _handle(self, signum, frame) -> None:
         if self.received is not None:  # asked twice: stop now
             self.restore()
-            raise KeyboardInterrupt
+            raise Interrupted(f"{signal.Signals(signum).name} received a second time: stopped at once, without "
+                              "saving; run the same command to resume from the newest checkpoint", signum)
         self.received = signal.Signals(signum).name
         print(f"\n{self.received}: finishing this step and saving a checkpoint (send it again to stop at once)",
               file=sys.stderr, flush=True)
@@ -190,6 +192,9 @@ class Trainer:
         self.finish_hooks: list[Callable[[StepInfo], None]] = []  # once training reached train.steps
         self.final: dict = {}
         self.throughput = Throughput()
+        self.library_logs: tracking.LibraryLogs | None = None  # set while run() runs
+        self.lock: WriterLock | None = None
+        self.peer_watch: distributed.PeerWatch | None = None
 
     def add_hook(self, fn: Callable[[StepInfo], Mapping[str, float] | None] | Hook, every: int = 0,
                  **when) -> Hook:
@@ -210,6 +215,8 @@ class Trainer:
         self.mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
         sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
+        for warning in config_warnings(cfg) if self.main_process else []:
+            print(f"warning: {warning}", file=sys.stderr)
         if self.main_process:  # one writer for the run directory's shared files; the others wait for it
             self._check_resumable()
             self._claim()
@@ -217,13 +224,23 @@ class Trainer:
         distributed.barrier("data prepared")
         if not self.main_process:
             inputs = prepare_data(cfg, self.run_dir, write=False)
+            if self.library_logs is not None:  # the run directory is process 0's; each other one adds a log
+                self.library_logs.attach(self.run_dir.logs / f"train-{jax.process_index()}.log")
         self.inputs = inputs
         self.model_config = ModelConfig.from_config(cfg.model, inputs.tokenizer.vocab_size)
         self.loader = WindowLoader(inputs.train, self.model_config.block_size, t.batch_size, seed=t.seed,
                                    weights=inputs.weights, process_index=jax.process_index(),
                                    process_count=jax.process_count())
         check_vocabulary(self.loader, inputs.val, self.model_config.vocab_size, inputs.tokenizer)
+        for shards in inputs.val.values():  # a validation split too short for one window: refused now, not at
+            WindowLoader(shards, self.model_config.block_size, t.batch_size, seed=t.seed)  # the first evaluation
         return inputs
+
+    def _resume_advice(self) -> str:
+        steps = sorted(int(p.name) for p in self.run_dir.checkpoints.glob("*") if p.name.isdigit()) \
+            if self.run_dir.checkpoints.is_dir() else []
+        where = f"from {self.run_dir.checkpoints}/{steps[-1]}" if steps else "from the start (no checkpoint yet)"
+        return f"restart every process with the same command to resume {where}"
 
     def _check_resumable(self) -> None:
         """A run directory may be continued with a changed schedule, mesh or kernel, but not with a different
@@ -243,6 +260,8 @@ class Trainer:
         lock = WriterLock(self.run_dir)
         lock.acquire()
         self.lock = lock
+        if self.library_logs is not None:
+            self.library_logs.attach(self.run_dir.logs / "train.log")
 
     def _mark_started(self) -> None:
         """Every check passed and the starting state is built: from here on the directory is a run (config.yaml
@@ -303,13 +322,18 @@ class Trainer:
     def run(self) -> dict:
         """Trains (or continues) the run; returns the final metrics (with `stopped_at` if a signal stopped it)."""
         self.lock, self.started = None, False
+        distributed.initialize(self.cfg.distributed)  # before anything starts JAX's backend
+        self.peer_watch = distributed.PeerWatch(self._resume_advice) if jax.process_count() > 1 else None
         try:
-            return self._run()
-        except BaseException:
+            with tracking.LibraryLogs() as self.library_logs:
+                return self._run()
+        except BaseException as e:
             if not self.started:
                 self._abandon()
             raise
         finally:
+            if self.peer_watch is not None:
+                self.peer_watch.close()
             if self.lock is not None:
                 self.lock.release()
 

@@ -26,6 +26,8 @@ def test_the_newest_keep_are_kept_and_the_newest_is_restored(tmp_path):
     assert float(restored["w"][0]) == 3.0 and meta["step"] == 3 and meta["data"] == {"position": 3}
     restored, _ = reader.restore(state(0), step=2)
     assert float(restored["w"][0]) == 2.0
+    with pytest.raises(CheckpointError, match=r"has no checkpoint of step 999 \(it has steps: 2, 3\)"):
+        reader.restore(state(0), step=999)
     reader.close()
 
 

@@ -129,3 +129,13 @@ def test_string_keys_take_the_text_as_it_is_and_bad_yaml_is_named():
         load_config(None, ["train.steps=[1,"])
     with pytest.raises(ConfigError, match=r"train.steps must be an integer, got 'ten'"):
         load_config(None, ["train.steps=ten"])
+
+
+def test_a_warmup_longer_than_the_run_is_warned_not_refused():
+    from gptjax.config import warnings
+
+    assert warnings(load_config(None, ["train.steps=1000", "optim.warmup_steps=100"])) == []
+    found = warnings(load_config(None, ["train.steps=3", "optim.warmup_steps=1000"]))
+    assert len(found) == 1 and "optim.warmup_steps=1000 is more than train.steps=3" in found[0]
+    found = warnings(load_config(None, ["optim.decay_steps=50", "optim.warmup_steps=100"]))
+    assert len(found) == 1 and "decays before it has warmed up" in found[0]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import gptjax.data.crawl as crawl_module
+from gptjax.data import DataError
 from gptjax.data.crawl import crawl, html_to_text, normalize_url, read_sitemap, read_url_list, render_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +85,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(body=SITEMAP_INDEX.format(f"<sitemap><loc>{base}/sitemap.xml</loc></sitemap>"
                                                      f"<sitemap><loc>/sitemap3.xml</loc></sitemap>").encode(),
                            content_type="application/xml")
+            elif path == "/elsewhere":  # a redirect to another server (Site.redirect_to)
+                self.reply(302, b"", headers=[("Location", server.elsewhere)])
+            elif path == "/sitemap_file_index.xml":  # an index naming a local file
+                self.reply(body=SITEMAP_INDEX.format(f"<sitemap><loc>file://{server.local_sitemap}</loc></sitemap>"
+                                                     f"<sitemap><loc>{base}/sitemap3.xml</loc></sitemap>").encode(),
+                           content_type="application/xml")
             elif path == "/sitemap3.xml":
                 self.reply(body=SITEMAP.format(f"<url><loc>{base}/page3</loc></url>").encode(),
                            content_type="application/xml")
@@ -105,10 +113,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Site:
-    def __init__(self, robots: str):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, robots: str, host: str = "127.0.0.1"):
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.robots, self.server.hits, self.server.lock = robots, [], threading.Lock()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server.elsewhere = self.server.local_sitemap = ""
+        self.base = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
@@ -137,8 +146,8 @@ def no_proxy(monkeypatch):
 def make_site():
     sites = []
 
-    def make(robots: str = "ok") -> Site:
-        sites.append(Site(robots))
+    def make(robots: str = "ok", host: str = "127.0.0.1") -> Site:
+        sites.append(Site(robots, host))
         return sites[-1]
 
     yield make
@@ -147,7 +156,7 @@ def make_site():
         site.server.server_close()
 
 
-FAST = dict(rate=50, timeout=0.25, retries=2, backoff=0.01)
+FAST = dict(rate=50, timeout=0.25, retries=2, backoff=0.01, allow_private=True)  # the test servers are on 127.0.0.1
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -251,7 +260,7 @@ def test_rate_limit_per_host(make_site, tmp_path):
     site, other = make_site(), make_site()
     urls = [s.url(p) for p in ("/page1", "/page2", "/page3", "/missing", "/latin1") for s in (site, other)]
     start = time.monotonic()
-    crawl(urls, tmp_path / "p.jsonl", rate=rate, timeout=1, retries=0)
+    crawl(urls, tmp_path / "p.jsonl", rate=rate, timeout=1, retries=0, allow_private=True)
     elapsed = time.monotonic() - start
     for s in (site, other):
         times = s.hits()
@@ -297,15 +306,15 @@ def test_max_pages(make_site, tmp_path):
 
 def test_sitemaps(make_site, tmp_path):
     site = make_site()
-    assert read_sitemap(site.url("/sitemap.xml"), 1) == [site.url("/page1"), site.url("/page2")]
-    assert read_sitemap(site.url("/sitemap_index.xml"), 1) == [site.url(f"/page{i}") for i in (1, 2, 3)]
+    assert read_sitemap(site.url("/sitemap.xml"), 1, allow_private=True) == [site.url("/page1"), site.url("/page2")]
+    assert read_sitemap(site.url("/sitemap_index.xml"), 1, allow_private=True) == [site.url(f"/page{i}") for i in (1, 2, 3)]
     local = tmp_path / "sitemap.xml"
     local.write_text(SITEMAP.format(f"<url><loc>{site.url('/page3')}</loc></url>").replace(' xmlns="', ' xmlns:x="'))
-    assert read_sitemap(str(local), 1) == [site.url("/page3")]
+    assert read_sitemap(str(local), 1, allow_private=True) == [site.url("/page3")]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "gptjax.data.crawl", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gptjax.data.crawl", "--allow-private", *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, timeout=60)
 
 
@@ -334,3 +343,61 @@ def test_a_page_without_main_text_gets_an_empty_text():
     assert html_to_text("<html><body><script>var x = 1;</script><nav> </nav></body></html>") == ""
     assert render_report({"fetched": 3, "no_text": 1, "skipped": {}, "out": "p.jsonl", "warc": None,
                           "seconds": 1.0, "hosts": {}}).startswith("crawled 3 pages (1 with no main text")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Never turned inward: only http(s), only public addresses unless --allow-private
+
+
+SAFE = {k: v for k, v in FAST.items() if k != "allow_private"}
+
+
+def test_private_addresses_are_refused_by_default(make_site, tmp_path):
+    site = make_site()
+    report = crawl([site.url("/page1")], tmp_path / "p.jsonl", **SAFE)
+    assert report["fetched"] == 0 and report["skipped"] == {"private address": 1}
+    assert site.hits() == []  # not even robots.txt was asked for
+    with pytest.raises(DataError, match=r"resolves to 127.0.0.1, a non-public address.*--allow-private"):
+        read_sitemap(site.url("/sitemap.xml"), 1)
+
+
+@pytest.fixture
+def public_and_internal(make_site, monkeypatch):
+    """127.0.0.1 plays a public web server; 127.0.0.2 an internal one (a metadata service, an intranet host)."""
+    public, internal = make_site(), make_site(host="127.0.0.2")
+    monkeypatch.setattr(crawl_module, "is_public", lambda ip: ip == "127.0.0.1")
+    return public, internal
+
+
+def test_a_redirect_to_an_internal_address_is_not_followed(public_and_internal, tmp_path, monkeypatch):
+    public, internal = public_and_internal
+    public.server.elsewhere = internal.url("/page1")
+    report = crawl([public.url("/elsewhere")], tmp_path / "p.jsonl", **SAFE)
+    assert report["skipped"] == {"private address": 1} and internal.hits() == []
+    # A name that passed the check but connects inward (DNS answering differently the second time): the
+    # connection itself is refused before a request is sent.
+    monkeypatch.setattr(crawl_module, "check_host", lambda host, allow_private: None)
+    report = crawl([public.url("/elsewhere")], tmp_path / "q.jsonl", **SAFE)
+    assert report["skipped"] == {"private address": 1} and internal.hits() == []
+    # With --allow-private both are crawled.
+    report = crawl([public.url("/elsewhere")], tmp_path / "r.jsonl", **FAST)
+    assert report["fetched"] == 1 and internal.paths() == ["/robots.txt", "/page1"]
+
+
+def test_a_remote_sitemap_index_cannot_name_a_local_file(public_and_internal, tmp_path, capsys):
+    public, _ = public_and_internal
+    local = tmp_path / "secret_sitemap.xml"
+    local.write_text(SITEMAP.format("<url><loc>http://127.0.0.1:1/from-a-local-file</loc></url>"))
+    public.server.local_sitemap = str(local)
+    urls = read_sitemap(public.url("/sitemap_file_index.xml"), 1)
+    assert urls == [public.url("/page3")]
+    assert f"names file://{local}, which is not an http(s) URL; not followed" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"only http\(s\) URLs"):
+        read_sitemap(f"file://{local}", 1)
+
+
+def test_out_must_be_a_writable_file(tmp_path):
+    (tmp_path / "urls.txt").write_text("http://example.invalid/\n")
+    result = run_cli("--urls", tmp_path / "urls.txt", "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"--out {tmp_path} is a directory; give a file in it" in result.stderr

@@ -20,7 +20,8 @@ def test_every_gptjax_error_class_derives_from_the_base():
                    if issubclass(cls, Exception) and cls.__module__ == info.name]
     assert {cls.__name__ for cls in errors} >= {"ConfigError", "DataError", "TokenizerError", "CheckpointError",
                                                 "TrainingError", "HFError", "TaskError", "PlotError", "RunError",
-                                                "RunDirError"}
+                                                "RunDirError", "UnwritableError", "RunInUseError",
+                                                "PrivateAddressError"}
     assert [cls for cls in errors if not issubclass(cls, GptjaxError)] == []
 
 

@@ -51,5 +51,5 @@ def test_a_run_that_never_saved_a_step(tmp_path, run_dir):
 
 
 def test_a_missing_checkpoint_step_is_a_run_error(run_dir):
-    with pytest.raises(RunError, match=r"no readable checkpoint"):
+    with pytest.raises(RunError, match=r"has no checkpoint of step 99 \(it has steps: 3\)"):
         load_run(run_dir, step=99)

@@ -164,3 +164,37 @@ def test_objective_batches_may_be_trees():
         _, m = step(built.init(0), {"tokens": tokens, "weight": jnp.ones((4,))})
         results.append(float(m["loss"]))
     assert results[0] == pytest.approx(results[1], rel=1e-5)
+
+
+def test_a_second_signal_stops_at_once_with_the_shells_status(capsys):
+    import os
+    import signal
+    import time
+
+    from gptjax.errors import Interrupted
+    from gptjax.trainer import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopRequest()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # Python runs the handler between bytecodes
+        assert stop.requested(1) and stop.received == "SIGTERM"
+        assert "finishing this step and saving a checkpoint" in capsys.readouterr().err
+        with pytest.raises(Interrupted, match=r"SIGTERM received a second time: stopped at once") as raised:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert raised.value.exit_code == 143
+        assert signal.getsignal(signal.SIGTERM) is before  # a third signal gets the default treatment
+    finally:
+        stop.restore()
+
+
+def test_report_errors_turns_a_keyboard_interrupt_into_one_line_and_130(capsys):
+    from gptjax.errors import report_errors
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert report_errors(interrupted) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"

@@ -6,6 +6,12 @@ It honours robots.txt (and its Crawl-delay) per host, waits at least 1/rate seco
 retries connection errors, timeouts, 5xx and 429 with exponential backoff, and follows redirects itself so that
 loops fail one URL and a page reached twice is fetched once. Every page is written and flushed as soon as it is
 fetched, so an interrupted crawl keeps its pages and a re-run (resume is the default) skips them.
+
+Only http(s) is ever fetched: page URLs, redirects, robots.txt and the sitemaps an index names (a sitemap index
+naming file:// or a local path is not followed). By default no request goes to a loopback, private, link-local
+or otherwise non-public address (cloud metadata services live at 169.254.169.254): the address the host name
+resolves to is checked, and so is the one each connection actually reached, so a redirect to an internal name or
+a name that resolves inward is refused. --allow-private crawls an intranet.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ import argparse
 import codecs
 import gzip
 import hashlib
+import http.client
 import io
+import ipaddress
 import json
 import logging
+import os
 import re
+import socket
 import sys
 import time
 import urllib.robotparser
@@ -28,7 +38,8 @@ from http.client import HTTPException, responses
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit, urlunsplit
-from urllib.request import HTTPRedirectHandler, Request, build_opener, urlopen
+from urllib.request import (HTTPDefaultErrorHandler, HTTPErrorProcessor, HTTPHandler, HTTPRedirectHandler,
+                            HTTPSHandler, OpenerDirector, ProxyHandler, Request, UnknownHandler, getproxies)
 
 import trafilatura
 
@@ -73,11 +84,13 @@ def read_url_list(path: str | Path) -> list[str]:
     return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
 
 
-def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USER_AGENT, _depth: int = 0) -> list[str]:
-    """Page URLs of a sitemap.xml (a URL or a local file, gzipped or not); a sitemap index is followed."""
+def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USER_AGENT, allow_private: bool = False,
+                 _depth: int = 0) -> list[str]:
+    """Page URLs of a sitemap.xml (an http(s) URL or a local file, gzipped or not); a sitemap index is followed
+    (to http(s) sitemaps, and, from a local index, to local files named relative to it)."""
     if _depth > 3:  # index files nest one level in practice; deeper is a cycle
         raise DataError(f"sitemap {url_or_path} nests sitemap indexes more than 3 deep; pass the page sitemap itself")
-    data = _read_source(url_or_path, timeout, user_agent)
+    data = _read_source(url_or_path, timeout, user_agent, allow_private)
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     try:
@@ -87,11 +100,17 @@ def read_sitemap(url_or_path: str, timeout: float = 10, *, user_agent: str = USE
     locs = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "loc"]
     if _local(root.tag) != "sitemapindex":
         return [loc for loc in locs if loc]
-    urls = []
-    for loc in filter(None, locs):  # a local index may name its sitemaps relative to itself
-        child = urljoin(url_or_path, loc) if "://" in url_or_path or "://" in loc else \
-            str(Path(url_or_path).parent / loc)
-        urls += read_sitemap(child, timeout, user_agent=user_agent, _depth=_depth + 1)
+    urls, remote = [], "://" in url_or_path
+    for loc in filter(None, locs):
+        if remote or "://" in loc:
+            child = urljoin(url_or_path, loc) if remote else loc
+            if normalize_url(child) is None:  # file://, ftp://, ...: never read on a remote index's say-so
+                print(f"warning: sitemap index {url_or_path} names {loc}, which is not an http(s) URL; not followed",
+                      file=sys.stderr)
+                continue
+        else:  # a local index may name its sitemaps relative to itself
+            child = str(Path(url_or_path).parent / loc)
+        urls += read_sitemap(child, timeout, user_agent=user_agent, allow_private=allow_private, _depth=_depth + 1)
     return urls
 
 
@@ -99,16 +118,101 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]  # '{http://www.sitemaps.org/schemas/sitemap/0.9}loc' -> 'loc'
 
 
-def _read_source(url_or_path: str, timeout: float, user_agent: str) -> bytes:
+def _read_source(url_or_path: str, timeout: float, user_agent: str, allow_private: bool) -> bytes:
     try:
         if "://" not in url_or_path:
             return Path(url_or_path).expanduser().read_bytes()
-        with urlopen(Request(url_or_path, headers={"User-Agent": user_agent}), timeout=timeout) as response:
+        if normalize_url(url_or_path) is None:
+            raise DataError(f"sitemap {url_or_path}: only http(s) URLs (or a local file path) are read")
+        check_host(urlsplit(url_or_path).hostname, allow_private)
+        with opener(allow_private, follow_redirects=True).open(
+                Request(url_or_path, headers={"User-Agent": user_agent}), timeout=timeout) as response:
             return response.read()
     except (OSError, ValueError, HTTPException) as e:  # URLError and HTTPError are OSErrors
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
-        raise DataError(f"cannot read sitemap {url_or_path} ({reason}); pass an existing sitemap file or URL") \
-            from None
+        raise DataError(f"cannot read sitemap {url_or_path} ({reason}); pass an existing sitemap file or URL"
+                        + ("" if not isinstance(reason, PrivateAddressError) else
+                           ", or --allow-private to crawl an intranet")) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Only public http(s) addresses
+
+
+class PrivateAddressError(DataError, OSError):
+    """A request that would reach a loopback, private, link-local or otherwise non-public address."""
+
+
+def is_public(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_host(host: str | None, allow_private: bool) -> None:
+    """PrivateAddressError when `host` (a name or an IP) resolves to a non-public address (DNS failures are left to
+    the request, which reports them as it does any connection error)."""
+    if allow_private or not host:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return
+    inward = sorted(a for a in addresses if not is_public(a))
+    if inward:
+        raise PrivateAddressError(f"{host} resolves to {inward[0]}, a non-public address")
+
+
+def _public_connection(address, *args, **kwargs) -> socket.socket:
+    """socket.create_connection, refusing a connection that reached a non-public address (whatever the name
+    resolved to when it was checked: DNS may answer differently the second time)."""
+    sock = socket.create_connection(address, *args, **kwargs)
+    peer = sock.getpeername()[0]
+    if not is_public(peer):
+        sock.close()
+        raise PrivateAddressError(f"{address[0]} connected to {peer}, a non-public address")
+    return sock
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPHandler(HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_PublicHTTPConnection, req)
+
+
+class _PublicHTTPSHandler(HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_PublicHTTPSConnection, req, context=self._context)
+
+
+class _NoRedirects(HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # 3xx surface as HTTPError; the crawler follows them itself
+        return None
+
+
+def opener(allow_private: bool, follow_redirects: bool) -> OpenerDirector:
+    """An opener for http and https only (urllib's default also opens file://, ftp:// and data: URLs). Through a
+    proxy the connection reaches the proxy, so only the host name check applies."""
+    guarded = not allow_private and not {"http", "https", "all"} & set(getproxies())
+    handlers = [ProxyHandler(), UnknownHandler(), HTTPDefaultErrorHandler(), HTTPErrorProcessor(),
+                HTTPRedirectHandler() if follow_redirects else _NoRedirects(),
+                _PublicHTTPHandler() if guarded else HTTPHandler(), _PublicHTTPSHandler() if guarded else HTTPSHandler()]
+    director = OpenerDirector()
+    for handler in handlers:
+        director.add_handler(handler)
+    return director
 
 
 def html_to_text(html: str) -> str:
@@ -133,19 +237,16 @@ def decode_html(body: bytes, header_charset: str | None) -> str:
     return body.decode("utf-8", errors="replace")
 
 
-class _NoRedirects(HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # 3xx surface as HTTPError; the crawler follows them itself
-        return None
-
-
 class _Crawler:
     def __init__(self, out, warc, rate, timeout, retries, backoff, max_pages, user_agent, max_bytes,
-                 max_redirects, resume):
+                 max_redirects, resume, allow_private):
         self.out, self.warc_path, self.timeout, self.retries, self.backoff = out, warc, timeout, retries, backoff
         self.interval, self.max_pages, self.ua, self.max_bytes = 1.0 / rate, max_pages, user_agent, max_bytes
-        self.max_redirects = max_redirects
-        self.opener = build_opener(_NoRedirects())
+        self.max_redirects, self.allow_private = max_redirects, allow_private
+        self.opener = opener(allow_private, follow_redirects=False)
+        self.robots_opener = opener(allow_private, follow_redirects=True)
         self.robots, self.robots_note, self.delay, self.next_at = {}, {}, {}, {}
+        self.private_hosts: set[str] = set()  # hosts whose connection reached a non-public address
         self.hosts: dict[str, Counter] = defaultdict(Counter)  # host -> {'fetched' or skip reason: count}
         self.done = _resume_urls(out) if resume else set()  # URLs in the output already
         self.seen: set[str] = set()  # URLs requested (or refused) in this run, redirect hops included
@@ -186,9 +287,13 @@ class _Crawler:
                 return "duplicate"
             self.seen.add(url)
             host = urlsplit(url).netloc
+            try:
+                check_host(urlsplit(url).hostname, self.allow_private)
+            except PrivateAddressError:
+                return "private address"
             robots = self._robots(host, url)
             if robots is None:
-                return "robots unavailable"
+                return "private address" if host in self.private_hosts else "robots unavailable"
             if not robots.can_fetch(self.ua, url):
                 return "robots"
             result = self._get(url, host)
@@ -219,10 +324,14 @@ class _Crawler:
             wait = self.backoff * 2 ** attempt
             try:
                 result = self._attempt(url)
+            except PrivateAddressError:
+                return "private address"
             except TimeoutError:  # socket.timeout is TimeoutError since 3.10
                 failure = "timeout"
                 continue
             except (URLError, OSError, HTTPException) as e:  # URLError wraps a connect timeout
+                if isinstance(getattr(e, "reason", None), PrivateAddressError):
+                    return "private address"
                 failure = "timeout" if isinstance(getattr(e, "reason", None), TimeoutError) else "connection error"
                 continue
             finally:
@@ -267,7 +376,8 @@ class _Crawler:
         robots_url = f"{urlsplit(url).scheme}://{host}/robots.txt"
         self._wait(host, 0.0)
         try:
-            with urlopen(Request(robots_url, headers={"User-Agent": self.ua}), timeout=self.timeout) as response:
+            with self.robots_opener.open(Request(robots_url, headers={"User-Agent": self.ua}),
+                                         timeout=self.timeout) as response:
                 parser.parse(response.read(self.max_bytes).decode("utf-8", errors="replace").splitlines())
             self.robots_note[host] = "ok"
         except HTTPError as e:
@@ -280,6 +390,8 @@ class _Crawler:
             reason = getattr(e, "reason", None) or e
             kind = "timeout" if isinstance(reason, TimeoutError) else f"error ({reason})"
             parser, self.robots_note[host] = None, f"{kind}: host skipped this run"
+            if isinstance(reason, PrivateAddressError):
+                self.private_hosts.add(host)
         rate = parser and parser.request_rate(self.ua)
         asked = float(max(parser and parser.crawl_delay(self.ua) or 0, rate.seconds / rate.requests if rate else 0))
         if asked > self.interval:
@@ -340,14 +452,17 @@ def _resume_urls(out: Path) -> set[str]:
 
 def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float = 1.0, timeout: float = 10,
           retries: int = 3, backoff: float = 0.5, max_pages: int = 0, user_agent: str = USER_AGENT,
-          max_bytes: int = 10_000_000, max_redirects: int = 5, resume: bool = True) -> dict:
-    """Fetches `urls` into `out` (JSON lines) and `warc`; writes and returns the report (see module docstring)."""
+          max_bytes: int = 10_000_000, max_redirects: int = 5, resume: bool = True,
+          allow_private: bool = False) -> dict:
+    """Fetches `urls` into `out` (JSON lines) and `warc`; writes and returns the report (see module docstring).
+    allow_private: also fetch from loopback, private and link-local addresses (an intranet, a test server)."""
     if rate <= 0 or timeout <= 0 or retries < 0 or max_bytes <= 0:
         raise DataError(f"rate={rate}, timeout={timeout}, max_bytes={max_bytes} must be > 0 and retries={retries} "
                         f">= 0; fix the arguments")
     out, start = Path(out), time.monotonic()
+    check_outputs(out, warc)
     crawler = _Crawler(out, Path(warc) if warc else None, rate, timeout, retries, backoff, max_pages, user_agent,
-                       max_bytes, max_redirects, resume)
+                       max_bytes, max_redirects, resume, allow_private)
     try:
         crawler.run(urls)
     except OSError as e:  # network errors are handled per URL; this is the output side
@@ -360,6 +475,20 @@ def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float =
               "out": str(out), "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2), "hosts": hosts}
     report_path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def check_outputs(out: Path, warc: Path | None) -> None:
+    """--out and --warc name files that can be written (checked before anything is fetched)."""
+    for flag, path in (("--out", out), ("--warc", warc)):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise DataError(f"{flag} {path} is a directory; give a file in it, e.g. {path / 'pages.jsonl'}")
+        parent = next((p for p in path.parents if p.exists()), Path("."))
+        if not parent.is_dir() or not os.access(parent if not path.exists() else path, os.W_OK):
+            raise DataError(f"{flag} {path} cannot be written ({parent} is not a writable directory); choose "
+                            "another path")
 
 
 def report_path(out: Path) -> Path:
@@ -397,14 +526,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=int, default=10_000_000, help="larger pages are skipped")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip URLs already in --out (default on)")
+    parser.add_argument("--allow-private", action="store_true",
+                        help="also fetch from loopback, private and link-local addresses (an intranet crawl)")
     args = parser.parse_args(argv)
 
     def work() -> None:
-        urls = read_url_list(args.urls) if args.urls else read_sitemap(args.sitemap, args.timeout,
-                                                                       user_agent=args.user_agent)
+        check_outputs(args.out, args.warc)
+        urls = read_url_list(args.urls) if args.urls else read_sitemap(
+            args.sitemap, args.timeout, user_agent=args.user_agent, allow_private=args.allow_private)
         report = crawl(urls, args.out, warc=args.warc, rate=args.rate, timeout=args.timeout, retries=args.retries,
                        max_pages=args.max_pages, user_agent=args.user_agent, max_bytes=args.max_bytes,
-                       resume=args.resume)
+                       resume=args.resume, allow_private=args.allow_private)
         print(render_report(report))
 
     try:

@@ -38,6 +38,7 @@ from gptjax.data.readers import SafeJsonlReader
 from gptjax.data.shards import write_shard
 from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
 from gptjax.errors import report_errors
+from gptjax.rundir import RunDirError, check_writable
 from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
@@ -433,8 +434,19 @@ def render_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__)
-    out = args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data")
-    return report_errors(lambda: prepare(load(args.config, overrides), out))
+    out = Path(args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data"))
+
+    def work() -> None:
+        cfg = load(args.config, overrides)
+        check_writable(out, "the output directory", "choose a writable --workdir")
+        try:
+            prepare(cfg, out)
+        except OSError as e:  # a disk that fills up on the way (the inputs' own errors are DataErrors)
+            where = f" ({e.filename})" if e.filename else ""
+            raise RunDirError(f"cannot write to {out}{where}: {e.strerror or e}; free disk space or choose another "
+                              "--workdir, then run the same command: finished stages are skipped") from None
+
+    return report_errors(work)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 import jax
 
 from gptjax.errors import GptjaxError, report_errors
+from gptjax.rundir import check_writable
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -67,8 +68,10 @@ def dotted(key_path) -> str:
 
 
 def fresh_directory(path: Path, what: str) -> None:
+    """An output directory that is new or empty and can be written (made here, checked before any work)."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise HFError(f"{path} already exists and is not empty; choose a new {what}")
+    check_writable(path, f"the {what}", f"choose a writable {what}")
 
 
 # Imported after what they share from here (HFError, the file names, dotted, fresh_directory).

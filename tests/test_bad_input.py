@@ -1,0 +1,111 @@
+"""Every command, given input it cannot use, says so in one line and exits 2, before doing the work and without
+writing anything: a config file that raises, an override that is not a value, an output location that is a
+file or read-only, a checkpoint step that does not exist, a task lm-eval does not know."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["--config.data.max_chars=50000", "--config.model.num_layers=1", "--config.model.num_heads=2",
+        "--config.model.d_model=32", "--config.model.block_size=32", "--config.train.batch_size=8",
+        "--config.train.steps=2", "--config.train.eval_batches=1", "--config.train.sample_tokens=0",
+        "--config.optim.warmup_steps=1"]
+
+
+def gptjax(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gptjax", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def one_line(result: subprocess.CompletedProcess, pattern: str, code: int = 2) -> None:
+    assert result.returncode == code, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr[-3000:]
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+@pytest.fixture(scope="module")
+def read_only_dir() -> Path:
+    """A directory no write reaches, even for root (tests here often run as root, whom permissions do not stop):
+    /sys is mounted read-only wherever this runs in a container or as a user."""
+    probe = Path("/sys/gptjax-write-probe")
+    try:
+        probe.write_text("x")
+    except OSError:
+        return Path("/sys/gptjax-out")
+    probe.unlink()
+    pytest.skip("no read-only location on this machine")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("bad_input") / "run"
+    result = gptjax("train", "--workdir", workdir, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_a_config_file_that_raises(tmp_path):
+    (tmp_path / "mine.py").write_text("import os\nvalue = 1 / 0\n")
+    one_line(gptjax("train", "--config", tmp_path / "mine.py", "--workdir", tmp_path / "run"),
+             r"config file .*mine.py failed to load: ZeroDivisionError: division by zero \(line 2\)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_override_that_is_not_a_value(tmp_path):
+    one_line(gptjax("train", "--workdir", tmp_path / "run", "--config.train.steps=[1,"),
+             r"--config.train.steps=\[1, is not a value gptjax can read")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "read-only"])
+def test_prepare_into_a_location_it_cannot_write(tmp_path, read_only_dir, where):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "cfg.py").write_text(
+        "from gptjax.data.prepare import base_config, source\n"
+        f"def get_config():\n    c = base_config()\n    c.sources.web = source('jsonl', {str(tmp_path / 'raw')!r})\n"
+        "    return c\n")
+    out = tmp_path / "blocker" if where == "a file" else read_only_dir
+    (tmp_path / "blocker").write_text("not a directory")
+    one_line(gptjax("prepare", "--config", tmp_path / "cfg.py", "--workdir", out),
+             rf"cannot write to the output directory {out}: .*; choose a writable --workdir")
+
+
+def test_evaluate_checks_that_it_can_write_its_result_before_scoring(trained, read_only_dir):
+    eval_dir = trained / "eval"
+    eval_dir.symlink_to(read_only_dir)  # RUN/eval cannot be written
+    try:
+        result = gptjax("evaluate", "--workdir", trained, "--task", "val_loss")
+    finally:
+        eval_dir.unlink()
+    one_line(result, r"cannot write to the run's eval directory .*eval")
+    assert "val_loss" not in result.stdout  # it did not score first
+
+
+def test_sample_a_step_that_does_not_exist(trained):
+    one_line(gptjax("sample", "--workdir", trained, "--step", 999, "--max_new_tokens", 4),
+             r"has no checkpoint of step 999 \(it has steps: 2\); pick one of those")
+
+
+def test_export_into_a_read_only_location(trained, read_only_dir):
+    one_line(gptjax("hf", "export", trained, read_only_dir), rf"cannot write to the output directory {read_only_dir}")
+
+
+def test_bench_json_into_a_read_only_location_is_refused_before_the_benchmark(tmp_path, read_only_dir):
+    result = gptjax("bench", "--json", read_only_dir.parent / "bench.json", "--steps", 1)
+    one_line(result, rf"cannot write to the --json directory {read_only_dir.parent}")
+    assert "tok/s" not in result.stdout
+
+
+def test_lm_eval_with_a_task_it_does_not_know(tmp_path):
+    pytest.importorskip("lm_eval")
+    one_line(gptjax("lm-eval", "--model", "gptjax", "--model_args", f"workdir={tmp_path}", "--tasks",
+                    "no_such_task"), r"Tasks not found: no_such_task; `gptjax lm-eval ls tasks` lists")
