@@ -477,7 +477,7 @@ def parse_eval_tasks(spec: str, *, check_files: bool = True) -> list[EvalTask]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def warnings(cfg: ml_collections.ConfigDict) -> list[str]:
+def settings_warnings(cfg: ml_collections.ConfigDict) -> list[str]:
     """Settings that are valid but most likely not what was meant; the trainer prints them at start."""
     o, t = cfg.optim, cfg.train
     found = []

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Callable
 
 import jax
@@ -59,59 +60,141 @@ class PeerWatch:
 
         watch = PeerWatch(lambda who: f"restart ... to resume from ...")   # after initialize()
         ...
-        watch.close()   # an orderly end, by success or by an error this process reports itself
+        watch.close(error)   # an orderly end: success (None), or the error this process stops on
     """
 
     KEY = "gptjax/peer_watch"
+    HELLO = "gptjax-peer"
+    GRACE_S = 3.0  # a peer's error waits this long for this process to stop on its own (often the same error)
+    DRAIN_S = 15.0  # process 0, stopping, waits this long for the others to go first: it hosts the coordinator,
+    #                whose end makes JAX abort every process still running
 
     def __init__(self, advice: Callable[[], str], connect_timeout_s: float = 300):
-        self.advice, self.closing, self.connections = advice, False, []
+        self.advice, self.closing = advice, False
+        self.connections: list[socket.socket] = []
+        self.watchers: list[threading.Thread] = []
+        self.all_connected = threading.Event()  # process 0: every other process has connected
         if jax.process_count() <= 1:
             return
         from jax._src import distributed as jax_distributed  # the key-value store has no public API
 
         client = jax_distributed.global_state.client
-        if jax.process_index() == 0:
-            self.server = socket.create_server(("", 0))
+        self.index = jax.process_index()
+        if self.index == 0:
             host = jax_distributed.global_state.coordinator_address.rpartition(":")[0]
+            try:  # where the coordinator listens, which the others already reach; else every interface
+                self.server = socket.create_server((host.strip("[]"), 0))
+            except OSError:
+                self.server = socket.create_server(("", 0))
             client.key_value_set(self.KEY, f"{host}:{self.server.getsockname()[1]}")
             threading.Thread(target=self._accept, daemon=True, name="gptjax-peer-watch").start()
         else:
             host, _, port = client.blocking_key_value_get(self.KEY, int(connect_timeout_s * 1000)).rpartition(":")
             connection = socket.create_connection((host.strip("[]"), int(port)), timeout=connect_timeout_s)
             connection.settimeout(None)
-            connection.sendall(f"{jax.process_index()}\n".encode())
-            self.connections.append(connection)
-            threading.Thread(target=self._watch, args=(connection, "process 0"), daemon=True,
-                             name="gptjax-peer-watch").start()
+            connection.sendall(f"{self.HELLO} {self.index}\n".encode())
+            self._add(connection, "process 0")
+
+    def _add(self, connection: socket.socket, who: str) -> None:
+        watcher = threading.Thread(target=self._watch, args=(connection, who), daemon=True,
+                                   name="gptjax-peer-watch")
+        watcher.start()
+        self.connections.append(connection)
+        self.watchers.append(watcher)
 
     def _accept(self) -> None:
-        for _ in range(jax.process_count() - 1):
+        waiting = set(range(1, jax.process_count()))
+        while waiting:
             connection, _ = self.server.accept()
-            who = connection.makefile("rb").readline().decode().strip()
-            self.connections.append(connection)
-            threading.Thread(target=self._watch, args=(connection, f"process {who}"), daemon=True,
-                             name="gptjax-peer-watch").start()
+            connection.settimeout(30)
+            hello = _read_line(connection).split()
+            if len(hello) != 2 or hello[0] != self.HELLO or not hello[1].isdigit() or int(hello[1]) not in waiting:
+                connection.close()  # not one of this run's processes (a port scan, a stray client)
+                continue
+            connection.settimeout(None)
+            waiting.discard(int(hello[1]))
+            self._add(connection, f"process {hello[1]}")
+        self.server.close()
+        self.all_connected.set()
 
     def _watch(self, connection: socket.socket, who: str) -> None:
         try:
-            said = connection.recv(16)
+            said = connection.recv(4096).decode("utf-8", "replace")
         except OSError:
-            said = b""
-        if said.startswith(b"bye") or self.closing:
+            said = ""
+        if said == "bye" or self.closing:
             return
-        print(f"error: lost contact with {who} of this multi-host run (it died, or its host went down); "
-              f"{self.advice()}", file=sys.stderr, flush=True)
-        os._exit(1)  # not by raising: the main thread is stuck in a collective that the dead process never joins
+        if said.startswith("stop "):  # it stopped on an error, or process 0 relays another's end
+            deadline = time.monotonic() + self.GRACE_S
+            while time.monotonic() < deadline and not self.closing:
+                time.sleep(0.05)
+            if self.closing:  # this process is stopping on its own error: it says so itself
+                return
+            reason = said[len("stop "):]
+        else:
+            reason = f"lost contact with {who} of this multi-host run (it died, or its host went down)"
+        self._tell_the_others(reason, skip=connection)
+        print(f"error: {reason}; {self.advice()}", file=sys.stderr, flush=True)
+        os._exit(1)  # not by raising: the main thread is stuck in a collective that the other never joins
 
-    def close(self) -> None:
+    def _tell_the_others(self, reason: str, skip: socket.socket | None = None) -> None:
+        """Process 0 passes a process's end on to the rest and waits for them to go before it does."""
         self.closing = True
+        if self.index == 0:  # a process still starting would otherwise miss the news, and abort later
+            self.all_connected.wait(self.DRAIN_S)
+        for connection in list(self.connections):
+            if connection is not skip:
+                try:
+                    connection.sendall(f"stop {reason}".encode())
+                except OSError:
+                    pass
+        if self.index == 0:
+            deadline = time.monotonic() + self.DRAIN_S
+            for watcher in list(self.watchers):
+                if watcher is not threading.current_thread():
+                    watcher.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Says goodbye to the others: 'bye' after success; after an error, the error (and process 0 waits for the
+        others to stop first)."""
+        if jax.process_count() <= 1:
+            return
+        if error is None:
+            self.closing = True
+            for connection in self.connections:
+                try:
+                    connection.sendall(b"bye")
+                except OSError:
+                    pass
+        else:
+            text = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+            self._tell_the_others(f"process {self.index} of this multi-host run stopped: {text[:2000]}")
         for connection in self.connections:
-            try:
-                connection.sendall(b"bye")
-                connection.close()
-            except OSError:
-                pass
+            connection.close()
+
+
+def _read_line(connection: socket.socket, limit: int = 64) -> str:
+    """One line, a byte at a time: nothing after it is consumed (the 'bye' that may follow is the watcher's)."""
+    line = b""
+    try:
+        while len(line) < limit and not line.endswith(b"\n"):
+            byte = connection.recv(1)
+            if not byte:
+                break
+            line += byte
+    except OSError:
+        return ""
+    return line.decode("ascii", "replace")
+
+
+def leave(status: int) -> None:
+    """Ends a process of a multi-process run that failed, now: at a normal exit JAX's runtime would wait at its
+    shutdown barrier for the other processes, which are stopping on their own (PeerWatch told them), and then
+    abort this one with a native stack dump."""
+    if status and jax.process_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def is_main() -> bool:

@@ -23,8 +23,8 @@ from gptjax.config import parse_mixture
 from gptjax.data import DataError, TokenShard
 from gptjax.data.loader import WindowLoader
 from gptjax.data.shards import open_split
-from gptjax.errors import GptjaxError
 from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
+from gptjax.errors import GptjaxError
 from gptjax.rundir import RunDir, RunDirError, write_atomically
 from gptjax.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 

@@ -16,6 +16,7 @@ The loop itself is gptjax.trainer.Trainer.
 from __future__ import annotations
 
 import sys
+import traceback
 
 if __name__ == "__main__":  # `python -m gptjax.train`: host memory settings before JAX loads (see gptjax.hostmem)
     from gptjax.hostmem import reexec_with_tunables
@@ -24,6 +25,7 @@ if __name__ == "__main__":  # `python -m gptjax.train`: host memory settings bef
 
 from pathlib import Path  # noqa: E402
 
+from gptjax import distributed  # noqa: E402
 from gptjax.command import parse_args  # noqa: E402
 from gptjax.config import load_config  # noqa: E402
 from gptjax.errors import report_errors  # noqa: E402
@@ -37,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         Trainer(load_config(args.config, overrides), workdir).run()
 
-    return report_errors(work)
+    try:
+        status = report_errors(work)
+    except BaseException:  # a bug: its traceback, then out as any failed process of a multi-process run goes
+        traceback.print_exc()
+        distributed.leave(1)
+        raise
+    distributed.leave(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -36,8 +36,7 @@ from jax.experimental import multihost_utils
 from gptjax import distributed, sharding, tracking
 from gptjax.checkpoint import CheckpointError, Checkpoints
 from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
-                           resume_changes, to_yaml)
-from gptjax.config import warnings as config_warnings
+                           resume_changes, settings_warnings, to_yaml)
 from gptjax.data.loader import WindowLoader
 from gptjax.errors import GptjaxError, Interrupted
 from gptjax.hf import HFError, load_hf
@@ -215,7 +214,7 @@ class Trainer:
         self.mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
         sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
-        for warning in config_warnings(cfg) if self.main_process else []:
+        for warning in settings_warnings(cfg) if self.main_process else []:
             print(f"warning: {warning}", file=sys.stderr)
         if self.main_process:  # one writer for the run directory's shared files; the others wait for it
             self._check_resumable()
@@ -324,16 +323,18 @@ class Trainer:
         self.lock, self.started = None, False
         distributed.initialize(self.cfg.distributed)  # before anything starts JAX's backend
         self.peer_watch = distributed.PeerWatch(self._resume_advice) if jax.process_count() > 1 else None
+        error = None
         try:
             with tracking.LibraryLogs() as self.library_logs:
                 return self._run()
         except BaseException as e:
+            error = e
             if not self.started:
                 self._abandon()
             raise
         finally:
             if self.peer_watch is not None:
-                self.peer_watch.close()
+                self.peer_watch.close(error)
             if self.lock is not None:
                 self.lock.release()
 

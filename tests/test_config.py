@@ -132,7 +132,7 @@ def test_string_keys_take_the_text_as_it_is_and_bad_yaml_is_named():
 
 
 def test_a_warmup_longer_than_the_run_is_warned_not_refused():
-    from gptjax.config import warnings
+    from gptjax.config import settings_warnings as warnings
 
     assert warnings(load_config(None, ["train.steps=1000", "optim.warmup_steps=100"])) == []
     found = warnings(load_config(None, ["train.steps=3", "optim.warmup_steps=1000"]))

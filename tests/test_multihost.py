@@ -113,3 +113,24 @@ def test_sigterm_to_one_process_stops_all_after_the_same_step(tmp_path):
     finally:
         for p in procs:
             p.kill()
+
+
+def test_an_error_on_one_process_is_reported_by_the_others_instead_of_a_hang(tmp_path):
+    # Only process 0 reads the text (the others wait for its data): a missing file fails there alone.
+    port = free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "run"), *TINY,
+         "--config.data.source=text", f"--config.data.path={tmp_path / 'missing.txt'}",
+         f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2",
+         f"--config.distributed.process_id={i}"], cwd=REPO, env=env(2), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        (_, err0), (_, err1) = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 2 and err0.strip().splitlines()[-1].startswith("error: text file"), err0[-2000:]
+    last = err1.strip().splitlines()[-1]
+    assert procs[1].returncode == 1 and re.match(r"error: process 0 of this multi-host run stopped: text file .*"
+                                                 r"missing.txt does not exist.*; restart every process", last), err1
+    assert "Check failure stack trace" not in err1
