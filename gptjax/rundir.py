@@ -127,8 +127,8 @@ class WriterLock:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise RunDirError(f"cannot write to the run directory {self.run_dir}: {e.strerror or e}; choose a "
-                                  "writable --workdir") from None
+                raise UnwritableError(f"cannot write to the run directory {self.run_dir}: {e.strerror or e}; "
+                                      "choose a writable --workdir") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -152,8 +152,11 @@ class WriterLock:
         self.fd = fd
         since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         holder = f"pid {os.getpid()} on {socket.gethostname()}, since {since}: {' '.join(sys.argv) or 'python'}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only its holder goes unnamed
+            pass
 
     def release(self, remove: bool = False) -> None:
         if self.fd is None:
