@@ -116,6 +116,45 @@ def test_rerun_skips_finished_stages(planted_run):
     assert time.perf_counter() - began < first
 
 
+def steps_of(report) -> list[str]:
+    return [row["step"] for row in report["sources"]["web"]["cleaning"]]
+
+
+def test_a_changed_setting_or_input_redoes_its_stage_and_those_after_it(tmp_path, capsys):
+    planted_corpus(tmp_path / "raw", random.Random(1))
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
+    cfg.tokenizer.name = "byte"
+    cfg.stages.gopher_quality = False
+    first = prepare(cfg, tmp_path / "out")
+    assert not any("Gopher Quality" in step for step in steps_of(first))
+    capsys.readouterr()
+
+    cfg.stages.gopher_quality = True  # a stage turned on: the cleaning is redone, not skipped as finished
+    second = prepare(cfg, tmp_path / "out")
+    said = capsys.readouterr().out
+    assert "[web] cleaning: stages.gopher_quality: False -> True; doing it again" in said
+    assert "[web] deduplication: the stage before it was redone; doing it again" in said
+    assert any("Gopher Quality" in step for step in steps_of(second))
+
+    with gzip.open(tmp_path / "raw" / "part-1.jsonl.gz", "wt") as f:  # more input: it reaches the output
+        for i in range(5):
+            f.write(json.dumps({"id": f"new{i}", "text": paragraph(random.Random(100 + i), 200)}) + "\n")
+    third = prepare(cfg, tmp_path / "out")
+    assert "1 input file added (part-1.jsonl.gz)" in capsys.readouterr().out
+    assert third["sources"]["web"]["dedup"]["documents_out"] == second["sources"]["web"]["dedup"]["documents_out"] + 5
+
+    cfg.stages.minhash_threshold = 0.7  # used to be an error asking to delete the logs by hand
+    prepare(cfg, tmp_path / "out")
+    said = capsys.readouterr().out
+    assert "[web] deduplication: minhash_threshold: 0.8 -> 0.7; doing it again" in said
+    assert "[web] cleaning:" not in said  # the stage before it is unchanged: skipped
+
+    prepare(cfg, tmp_path / "out", force=True)
+    said = capsys.readouterr().out
+    assert "[web] cleaning: --force; doing it again" in said and "[web] deduplication: --force; doing it again" in said
+
+
 @pytest.mark.parametrize("override, message", [
     ("sources.web.path=/nonexistent/corpus", "sources.web.path: /nonexistent/corpus does not exist"),
     ("sources.web.kind=csv", "sources.web.kind='csv' is not one of: jsonl, text, parquet, warc, hf"),

@@ -3,7 +3,10 @@
     python -m gptjax.data.prepare --config configs/data/legal_web.py --workdir prepared/legal_web
 
 datatrove runs every document stage (its local executor; its logs and completion markers under OUT/logs make a
-re-run skip finished work and an interrupted run resume). The output directory holds, per source NAME:
+re-run skip finished work and an interrupted run resume). Each stage records what it was made from (the source's
+settings, the stage settings, every input file's size and modification time: OUT/logs/NAME/*.inputs.json); when
+that changes, the stage and the stages after it are redone, with a line saying why. --force redoes everything.
+The output directory holds, per source NAME:
 
     OUT/NAME/curated/           documents after normalization and filters (jsonl.gz)
     OUT/NAME/removed/STAGE/     what each filter removed, for auditing
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -328,8 +332,65 @@ def write_token_shards(tokenizer: Tokenizer, documents: Path, out: Path, val_fra
 # The whole chain
 
 
-def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
+# ----------------------------------------------------------------------------------------------------------------
+# What each stage was made from: a finished stage is reused only when that is unchanged
 
+
+def input_files(s: ml_collections.ConfigDict) -> list[list]:
+    """[path, bytes, mtime_ns] of every file a source reads (none for a hub dataset, named by its config)."""
+    path = Path(s.path)
+    if not path.exists():
+        return []
+    files = [path] if path.is_file() else sorted(p for p in path.rglob(s.glob or "*") if p.is_file())
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def describe_change(saved: dict | None, now: dict) -> str:
+    """What differs between a stage's recorded inputs and the current ones, in a few words."""
+    if saved is None:
+        return "no record of what its output was made from (an earlier gptjax, or an interrupted start)"
+    changes = []
+    before, after = {f[0]: f[1:] for f in saved.get("files", [])}, {f[0]: f[1:] for f in now.get("files", [])}
+    added, gone = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    changed = sorted(f for f in set(before) & set(after) if before[f] != after[f])
+    for label, names in (("added", added), ("removed", gone), ("changed", changed)):
+        if names:
+            changes.append(f"{len(names)} input file{'s' * (len(names) > 1)} {label} ({Path(names[0]).name}"
+                           + (", ..." if len(names) > 1 else "") + ")")
+
+    def flat(d, prefix=""):
+        return {k2: v2 for k, v in d.items() if k != "files"
+                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+
+    old, new = flat(saved), flat(now)
+    changes += [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+                if old.get(key) != new.get(key) and not key.startswith("upstream")]
+    if not changes and saved.get("upstream") != now.get("upstream"):
+        changes.append("the stage before it was redone")
+    return "; ".join(changes) or "its record differs"
+
+
+_DEDUP_SETTINGS = ("exact_dedup", "minhash_dedup", "minhash_threshold")  # the deduplication stage's, not cleaning's
+
+
+def fresh_stage(name: str, stage: str, record: dict, record_path: Path, outputs: list[Path], force: bool) -> None:
+    """Reuse a stage's output (datatrove's completion markers skip finished work) only when it was made from
+    `record`; otherwise remove its output and logs, saying why, so that it and the stages after it run again."""
+    saved = json.loads(record_path.read_text()) if record_path.exists() else None
+    existing = [p for p in outputs if p.exists()]
+    if saved != record or force:
+        if existing:
+            why = "--force" if force else describe_change(saved, record)
+            tracking.echo(f"[{name}] {stage}: {why}; doing it again")
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1))
+
+
+def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = False) -> dict:
+    """Runs every stage for every source into `out`; a stage whose inputs and settings are unchanged since it
+    last finished is skipped, one whose are not is redone with the stages after it. force: redo everything."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
@@ -348,6 +409,10 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
 
     for name, s in cfg.sources.items():
         logs = out / "logs" / name
+        clean = {"source": s.to_dict(), "tasks": cfg.executor.tasks, "files": input_files(s),
+                 "stages": {k: v for k, v in cfg.stages.items() if k not in _DEDUP_SETTINGS}}
+        fresh_stage(name, "cleaning", clean, logs / "clean.inputs.json",
+                    [logs / "clean", out / name / "curated", out / name / "removed"], force)
         tracking.echo(f"[{name}] reading and cleaning {s.path}")
         if not timed(f"{name}/clean", run_datatrove, cleaning_pipeline(cfg, s, out / name), logs / "clean", cfg):
             pending.append(name)
@@ -359,6 +424,11 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path) -> dict:
         enabled = {stage: cfg.stages[stage] and stage not in _skipped(s) for stage in ("exact_dedup", "minhash_dedup")}
         cleaning = stage_stats(logs / "clean")
         if any(enabled.values()):
+            dedup_inputs = {"upstream": hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest(),
+                            **enabled, "minhash_threshold": cfg.stages.minhash_threshold,
+                            "tasks": cfg.executor.tasks, "workers": cfg.executor.workers}
+            fresh_stage(name, "deduplication", dedup_inputs, logs / "dedup.inputs.json",
+                        [logs / "dedup", out / name / "deduped", out / name / "removed" / "duplicates"], force)
             tracking.echo(f"[{name}] deduplicating")
             dedup = timed(f"{name}/dedup", deduplicate, out / name / "curated", out / name / "deduped",
                           logs / "dedup", exact=enabled["exact_dedup"], minhash=enabled["minhash_dedup"],
@@ -433,14 +503,18 @@ def render_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__)
+    def options(parser):
+        parser.add_argument("--force", action="store_true",
+                            help="redo every stage, even those whose inputs and settings did not change")
+
+    args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__, add_arguments=options)
     out = Path(args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data"))
 
     def work() -> None:
         cfg = load(args.config, overrides)
         check_writable(out, "the output directory", "choose a writable --workdir")
         try:
-            prepare(cfg, out)
+            prepare(cfg, out, force=args.force)
         except OSError as e:  # a disk that fills up on the way (the inputs' own errors are DataErrors)
             where = f" ({e.filename})" if e.filename else ""
             raise RunDirError(f"cannot write to {out}{where}: {e.strerror or e}; free disk space or choose another "
