@@ -80,7 +80,10 @@ def test_planted_problems_are_removed_and_counted(planted_run):
     assert 0 < tokens["val"]["documents"] < 25
     assert (root / "out" / "web" / "removed" / "gopher_repetition").is_dir()
     assert json.loads((root / "out" / "report.json").read_text())["sources"]["web"]["dedup"]["documents_out"] == 61
-    assert "| web |" in (root / "out" / "report.md").read_text()
+    markdown = (root / "out" / "report.md").read_text()
+    assert "| web |" in markdown
+    # What report.json counts of skipped or changed records, report.md says too.
+    assert "bad_utf8_replaced 1" in markdown and "empty_skipped 1" in markdown and "removed_empty 1" in markdown
 
 
 def test_the_output_trains_as_a_shard_source(planted_run, tmp_path):
@@ -244,6 +247,47 @@ def test_parquet_text_and_local_hf_dataset_sources(tmp_path):
     report = prepare(cfg, tmp_path / "out")
     assert {name: r["dedup"]["documents_out"] for name, r in report["sources"].items()} == \
         {"hub": 12, "pq": 12, "txt": 5}
+
+
+def test_a_parquet_file_without_the_text_column_is_named_before_any_work(tmp_path):
+    import datasets
+
+    from gptjax.data import DataError
+
+    (tmp_path / "pq").mkdir()
+    datasets.Dataset.from_dict({"id": ["a"], "text": ["fine"]}).to_parquet(str(tmp_path / "pq" / "good.parquet"))
+    datasets.Dataset.from_dict({"id": ["b"], "body": ["lost"]}).to_parquet(str(tmp_path / "pq" / "other.parquet"))
+    cfg = base_config()
+    cfg.sources.pq = source("parquet", str(tmp_path / "pq"))
+    with pytest.raises(DataError, match=r"sources.pq: .*other.parquet has no 'text' column \(its columns: id, "
+                                        r"body\); set --config.sources.pq.text_key"):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_task_is_an_error_naming_it_not_a_pending_job(tmp_path, monkeypatch):
+    import gptjax.data.prepare as prepare_module
+    from gptjax.data import DataError
+
+    planted_corpus(tmp_path / "raw", random.Random(2))
+    real = prepare_module.cleaning_pipeline
+
+    def failing(cfg, s, out):
+        def explode(data, rank=0, world_size=1):
+            for document in data:
+                raise RuntimeError(f"boom in {document.id}")
+            yield from data
+
+        steps = real(cfg, s, out)
+        return steps[:1] + [explode] + steps[1:]
+
+    monkeypatch.setattr(prepare_module, "cleaning_pipeline", failing)
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
+    with pytest.raises(DataError, match=r"1 of 1 tasks of web/clean failed \(task 0: RuntimeError: boom in doc0\); "
+                                        r"its log: .*task_00000.log"):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_executor_kinds(tmp_path):

@@ -61,3 +61,40 @@ def test_plain_jsonl_and_metadata(tmp_path):
 def test_unknown_policy():
     with pytest.raises(ValueError, match="on_bad_utf8='drop' is not one of: replace, skip"):
         SafeJsonlReader("/tmp", on_bad_utf8="drop")
+
+
+def counters(reader) -> dict:
+    from gptjax.data.readers import REPORTED_COUNTERS
+
+    counted = reader.stats.stats
+    return {name: counted[name].total for name in REPORTED_COUNTERS if name in counted}
+
+
+def test_records_of_the_wrong_shape_are_skipped_and_counted(tmp_path):
+    from gptjax.data.readers import EMPTY_SKIPPED, NOT_AN_OBJECT_SKIPPED, TEXT_NOT_STRING_SKIPPED
+
+    lines = ['{"id": "ok1", "text": "fine"}', '{"id": "n", "text": 42}', '{"id": "l", "text": ["a", "b"]}',
+             '{"id": "o", "text": {"nested": "x"}}', '{"id": "z", "text": null}', '{"id": "m"}', "42", "[1, 2]",
+             '"just a string"', '{"id": "ok2", "text": "also fine"}']
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    reader = SafeJsonlReader(str(tmp_path))
+    docs = list(reader.run(rank=0, world_size=1))
+    assert [d.id for d in docs] == ["ok1", "ok2"]
+    assert counters(reader) == {TEXT_NOT_STRING_SKIPPED: 3, EMPTY_SKIPPED: 2, NOT_AN_OBJECT_SKIPPED: 3}
+
+
+def test_a_truncated_file_keeps_its_first_records_and_the_other_files_are_read(tmp_path, caplog):
+    from gptjax.data.readers import TRUNCATED_FILES
+
+    for name in ("a", "b", "c"):
+        with gzip.open(tmp_path / f"{name}.jsonl.gz", "wt") as f:
+            for i in range(2000):
+                f.write(json.dumps({"id": f"{name}{i}", "text": f"record {i} of file {name} " * 5}) + "\n")
+    damaged = tmp_path / "b.jsonl.gz"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    reader = SafeJsonlReader(str(tmp_path))
+    ids = [d.id for d in reader.run(rank=0, world_size=1)]
+    from_b = [i for i in ids if i.startswith("b")]
+    assert sum(i.startswith("a") for i in ids) == 2000 and sum(i.startswith("c") for i in ids) == 2000
+    assert 0 < len(from_b) < 2000 and from_b == [f"b{i}" for i in range(len(from_b))]
+    assert counters(reader) == {TRUNCATED_FILES: 1}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import time
@@ -38,7 +39,7 @@ from gptjax.command import parse_args
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.dedup import deduplicate
-from gptjax.data.readers import SafeJsonlReader
+from gptjax.data.readers import REPORTED_COUNTERS, SafeJsonlReader
 from gptjax.data.shards import write_shard
 from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
 from gptjax.errors import report_errors
@@ -226,9 +227,37 @@ def make_executor(pipeline: list, logging_dir: Path, cfg, name: str = "gptjax"):
 
 
 def run_datatrove(pipeline: list, logging_dir: Path, cfg) -> bool:
-    """Runs a stage; False when it was submitted to Slurm and has not finished yet."""
-    make_executor(pipeline, logging_dir, cfg).run()
-    return len(list((logging_dir / "completions").glob("*"))) >= cfg.executor.tasks
+    """Runs a stage; False when it was submitted to Slurm and has not finished yet. A task that failed (local,
+    ray) is a DataError naming the task and its error."""
+    try:
+        make_executor(pipeline, logging_dir, cfg).run()
+    except Exception as e:  # noqa: BLE001  (the executors re-raise a task's failure as whatever it was)
+        if not failed_tasks(logging_dir, cfg.executor.tasks):
+            raise
+    failed = failed_tasks(logging_dir, cfg.executor.tasks)
+    if not failed or cfg.executor.kind == "slurm":
+        return not failed
+    rank = failed[0]
+    raise DataError(f"{len(failed)} of {cfg.executor.tasks} tasks of {logging_dir.parent.name}/{logging_dir.name} "
+                    f"failed (task {rank}: {task_error(logging_dir, rank)}); its log: "
+                    f"{logging_dir / 'logs' / f'task_{rank:05d}.log'}; fix the cause and run the same command: "
+                    "finished tasks are skipped")
+
+
+def failed_tasks(logging_dir: Path, tasks: int) -> list[int]:
+    done = {int(p.name) for p in (logging_dir / "completions").glob("*") if p.name.isdigit()}
+    return [rank for rank in range(tasks) if rank not in done]
+
+
+def task_error(logging_dir: Path, rank: int) -> str:
+    """The last error line a task logged (datatrove logs a failed task's traceback), or a pointer to its log."""
+    log = logging_dir / "logs" / f"task_{rank:05d}.log"
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log written"
+    errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
+    return (errors[-1] if errors else lines[-1] if lines else "its log is empty")[:300]
 
 
 def stage_stats(logging_dir: Path) -> list[dict]:
@@ -373,6 +402,27 @@ def describe_change(saved: dict | None, now: dict) -> str:
 _DEDUP_SETTINGS = ("exact_dedup", "minhash_dedup", "minhash_threshold")  # the deduplication stage's, not cleaning's
 
 
+def check_columns(name: str, s: ml_collections.ConfigDict) -> None:
+    """Every parquet file of a source has its text column (datatrove would drop a file's rows with a warning in
+    a log): one line naming the file, the columns it has and the key to set, before any work."""
+    path = Path(s.path)
+    if s.kind not in ("parquet", "hf") or not path.exists():
+        return
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(path.rglob(s.glob or "*.parquet"))
+    for file in (f for f in files if f.suffix == ".parquet"):
+        try:
+            columns = pq.read_schema(file).names
+        except Exception as e:  # noqa: BLE001  (pyarrow's errors for a damaged file)
+            raise DataError(f"sources.{name}: {file} is not a readable parquet file ({e}); remove or repair it") \
+                from None
+        if s.text_key not in columns:
+            raise DataError(f"sources.{name}: {file} has no {s.text_key!r} column (its columns: "
+                            f"{', '.join(columns)}); set --config.sources.{name}.text_key to the one that holds "
+                            "the text, or move the file to a source of its own")
+
+
 def fresh_stage(name: str, stage: str, record: dict, record_path: Path, outputs: list[Path], force: bool) -> None:
     """Reuse a stage's output (datatrove's completion markers skip finished work) only when it was made from
     `record`; otherwise remove its output and logs, saying why, so that it and the stages after it run again."""
@@ -391,6 +441,8 @@ def fresh_stage(name: str, stage: str, record: dict, record_path: Path, outputs:
 def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = False) -> dict:
     """Runs every stage for every source into `out`; a stage whose inputs and settings are unchanged since it
     last finished is skipped, one whose are not is redone with the stages after it. force: redo everything."""
+    for name, s in cfg.sources.items():  # before anything is written
+        check_columns(name, s)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
@@ -492,10 +544,11 @@ def render_report(report: dict) -> str:
                      f"{dedup['exact']['removed']:,} | {dedup['minhash']['removed']:,} | "
                      f"{tokens.get('train', {}).get('tokens', 0):,} | {tokens.get('val', {}).get('tokens', 0):,} | "
                      f"{tokens.get('chars_per_token', 0)} |")
-    lines += ["", "Removed by stage:", ""]
+    lines += ["", "Removed or changed by stage (every record skipped is counted):", ""]
     for name, r in report["sources"].items():
         for step in r["cleaning"]:
-            dropped = {k: v for k, v in step.items() if k.startswith(("dropped", "removed")) and v}
+            dropped = {k: v for k, v in step.items()
+                       if v and (k.startswith(("dropped", "removed")) or k in REPORTED_COUNTERS)}
             if dropped:
                 lines.append(f"- {name} / {step['step']}: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
     lines += ["", "Time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]
