@@ -1,5 +1,7 @@
 """The crawler against local HTTP servers only (127.0.0.1, port 0): robots, retries, redirects, rate limits, output."""
 
+import codecs
+import gzip
 import json
 import subprocess
 import sys
@@ -85,6 +87,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(body=SITEMAP_INDEX.format(f"<sitemap><loc>{base}/sitemap.xml</loc></sitemap>"
                                                      f"<sitemap><loc>/sitemap3.xml</loc></sitemap>").encode(),
                            content_type="application/xml")
+            elif path in ("/script.cgi", "/end", "/end/more"):
+                self.reply(body=PAGE.format(n=7, m=1).encode())
+            elif path == "/gzipped":  # compressed although the client never asked for it
+                self.reply(body=gzip.compress(PAGE.format(n=8, m=1).encode()), headers=[("Content-Encoding", "gzip")])
+            elif path == "/bom":  # the byte-order mark beats the header's charset (HTML standard)
+                self.reply(body=codecs.BOM_UTF8 + "<html><body><p>caf\u00e9 au lait</p></body></html>".encode(),
+                           content_type="text/html; charset=ISO-8859-1")
+            elif path == "/wrong-charset":  # says UTF-8, is Latin-1: two undecodable bytes
+                self.reply(body="<html><body><p>na\u00efve caf\u00e9 prose here</p></body></html>".encode("latin-1"),
+                           content_type="text/html; charset=utf-8")
             elif path == "/elsewhere":  # a redirect to another server (Site.redirect_to)
                 self.reply(302, b"", headers=[("Location", server.elsewhere)])
             elif path == "/sitemap_file_index.xml":  # an index naming a local file
@@ -107,6 +119,8 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "slow":
             time.sleep(SLOW_S)
             self.reply(body=b"User-agent: *\nAllow: /\n", content_type="text/plain")
+        elif mode == "wildcards":  # RFC 9309: * matches any characters, $ anchors the end
+            self.reply(body=b"User-agent: *\nDisallow: /*.cgi\nDisallow: /end$\n", content_type="text/plain")
         else:
             delay = "Crawl-delay: 1\n" if mode == "delay" else ""
             self.reply(body=f"User-agent: *\nDisallow: /private/\n{delay}".encode(), content_type="text/plain")
@@ -401,3 +415,58 @@ def test_out_must_be_a_writable_file(tmp_path):
     result = run_cli("--urls", tmp_path / "urls.txt", "--out", tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"--out {tmp_path} is a directory; give a file in it" in result.stderr
+
+
+def test_a_warc_source_gets_the_same_text_as_the_crawls_jsonl(make_site, tmp_path):
+    from gptjax.data.stages import MainText, WarcFileReader
+
+    site = make_site()
+    crawl([site.url("/page1"), site.url("/latin1")], tmp_path / "p.jsonl", warc=tmp_path / "warc" / "p.warc.gz",
+          **FAST)
+    extracted = {d.metadata["url"]: d.text for d in MainText().run(
+        WarcFileReader(str(tmp_path / "warc")).run(rank=0, world_size=1))}
+    assert extracted == {r["url"]: r["text"] for r in read_jsonl(tmp_path / "p.jsonl")}
+
+
+
+def test_robots_wildcards_and_end_anchors(make_site, tmp_path):
+    site = make_site(robots="wildcards")
+    report = crawl([site.url(p) for p in ("/script.cgi", "/end", "/end/more", "/page1")], tmp_path / "p.jsonl",
+                   **FAST)
+    assert report["skipped"] == {"robots": 2} and report["fetched"] == 2
+    assert sorted(site.paths()) == ["/end/more", "/page1", "/robots.txt"]
+
+
+def test_content_encoding_byte_order_marks_and_undecodable_bytes(make_site, tmp_path):
+    site = make_site()
+    report = crawl([site.url(p) for p in ("/gzipped", "/bom", "/wrong-charset")], tmp_path / "p.jsonl", **FAST)
+    pages = {r["url"].rsplit("/", 1)[1]: r for r in read_jsonl(tmp_path / "p.jsonl")}
+    assert "page 8" in pages["gzipped"]["text"] and "\x1f" not in pages["gzipped"]["html"]
+    assert "caf\u00e9 au lait" in pages["bom"]["text"]  # not the mojibake ISO-8859-1 would give
+    assert "\ufffd" in pages["wrong-charset"]["html"]
+    assert report["replacement_chars"] == 2 and report["pages_with_replacements"] == 1
+    assert "1 with undecodable bytes: 2 characters replaced by U+FFFD" in render_report(report)
+
+
+def test_a_page_is_done_only_when_both_outputs_have_it(make_site, tmp_path):
+    from warcio.archiveiterator import ArchiveIterator
+
+    site = make_site()
+    urls = [site.url(f"/page{i}") for i in (1, 2, 3)]
+    out, warc = tmp_path / "p.jsonl", tmp_path / "p.warc.gz"
+    crawl(urls, out, warc=warc, **FAST)
+    # Killed while page3's WARC record was being written (its jsonl line never came)...
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]))
+    warc.write_bytes(warc.read_bytes()[:-40])
+    again = crawl(urls, out, warc=warc, **FAST)
+    assert again["fetched"] == 1
+    # ...and killed between page3's WARC record and its jsonl line.
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:2]))
+    assert crawl(urls, out, warc=warc, **FAST)["fetched"] == 1
+
+    def warc_urls():
+        with open(warc, "rb") as f:
+            return [r.rec_headers.get_header("WARC-Target-URI") for r in ArchiveIterator(f)]
+
+    assert warc_urls() == urls and [r["url"] for r in read_jsonl(out)] == urls  # each page once, in both

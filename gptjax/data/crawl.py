@@ -30,7 +30,7 @@ import re
 import socket
 import sys
 import time
-import urllib.robotparser
+import zlib
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict, deque
 from datetime import datetime, timezone
@@ -42,6 +42,7 @@ from urllib.request import (HTTPDefaultErrorHandler, HTTPErrorProcessor, HTTPHan
                             HTTPSHandler, OpenerDirector, ProxyHandler, Request, UnknownHandler, getproxies)
 
 import trafilatura
+from protego import Protego
 
 from gptjax.data import DataError
 from gptjax.errors import report_errors
@@ -225,16 +226,67 @@ def html_to_text(html: str) -> str:
     return trafilatura.extract(html, include_comments=False, deduplicate=False) or ""
 
 
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
 def decode_html(body: bytes, header_charset: str | None) -> str:
-    """The charset from the header, else from a meta tag, else UTF-8; undecodable bytes are replaced."""
+    """As the HTML standard decodes: a byte-order mark first (it beats the header), then the header's charset,
+    then a meta tag's, else UTF-8; undecodable bytes are replaced (decode_html_counted says how many)."""
+    return decode_html_counted(body, header_charset)[0]
+
+
+def decode_html_counted(body: bytes, header_charset: str | None) -> tuple[str, int]:
+    """(text, replacement characters the decoding put in that the page did not have)."""
+    for bom, charset in _BOMS:
+        if body.startswith(bom):
+            return _decode(body[len(bom):], charset)
     match = _META_CHARSET.search(body[:4096])
     for charset in (header_charset, match and match.group(1).decode("ascii")):
         if charset:
             try:
-                return body.decode(codecs.lookup(charset).name, errors="replace")
+                return _decode(body, codecs.lookup(charset).name)
             except LookupError:  # an unknown charset name: try the next source
                 continue
-    return body.decode("utf-8", errors="replace")
+    return _decode(body, "utf-8")
+
+
+def _decode(body: bytes, charset: str) -> tuple[str, int]:
+    text = body.decode(charset, errors="replace")
+    return text, text.count("\ufffd") - (body.count("\ufffd".encode(charset)) if charset.startswith("utf") else 0)
+
+
+class _TooLarge(DataError):
+    pass
+
+
+class _UnknownEncoding(DataError):
+    pass
+
+
+def _decoded_body(response, limit: int) -> bytes:
+    """The body with its Content-Encoding undone (gzip, deflate; servers send them even unasked), at most
+    `limit` bytes after decoding (a small gzip can unpack to gigabytes); _TooLarge beyond that."""
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    raw = response.read(limit + 1)
+    if encoding in ("identity", ""):
+        if len(raw) > limit:
+            raise _TooLarge
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise _UnknownEncoding(encoding)
+    raw += response.read()  # compressed, it may be longer than the limit and still unpack within it
+    wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+    try:
+        inflater = zlib.decompressobj(wbits)
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        if encoding != "deflate":
+            raise
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # "deflate" is often sent raw, without the zlib header
+        body = inflater.decompress(raw, limit + 1)
+    if len(body) > limit:
+        raise _TooLarge
+    return body
 
 
 class _Crawler:
@@ -248,9 +300,12 @@ class _Crawler:
         self.robots, self.robots_note, self.delay, self.next_at = {}, {}, {}, {}
         self.private_hosts: set[str] = set()  # hosts whose connection reached a non-public address
         self.hosts: dict[str, Counter] = defaultdict(Counter)  # host -> {'fetched' or skip reason: count}
+        self.resume = resume
         self.done = _resume_urls(out) if resume else set()  # URLs in the output already
         self.seen: set[str] = set()  # URLs requested (or refused) in this run, redirect hops included
         self.fetched = self.no_text = 0  # no_text: pages written with an empty `text` (trafilatura found none)
+        # Characters the decoding could not read (a wrong or missing charset), replaced by U+FFFD.
+        self.replacement_chars = self.pages_with_replacements = 0
 
     def run(self, urls: list[str]) -> None:
         pending: dict[str, deque] = {}
@@ -266,6 +321,8 @@ class _Crawler:
         self.seen.clear()  # from here on it holds what this run has requested
         for path in filter(None, (self.out, self.warc_path)):
             path.parent.mkdir(parents=True, exist_ok=True)
+        if self.warc_path is not None and self.resume:
+            _repair_warc(self.warc_path, self.done)
         with open(self.out, "ab") as self.out_file, \
                 (open(self.warc_path, "ab") if self.warc_path else io.BytesIO()) as warc_file:
             from warcio.warcwriter import WARCWriter
@@ -294,7 +351,7 @@ class _Crawler:
             robots = self._robots(host, url)
             if robots is None:
                 return "private address" if host in self.private_hosts else "robots unavailable"
-            if not robots.can_fetch(self.ua, url):
+            if not robots.can_fetch(url, self.ua):
                 return "robots"
             result = self._get(url, host)
             if isinstance(result, str):
@@ -360,32 +417,40 @@ class _Crawler:
             length = headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 return "too large"  # said so up front: not one byte of the body is read
-            body = response.read(self.max_bytes + 1)
-            return "too large" if len(body) > self.max_bytes else (status, headers, body)
+            try:
+                body = _decoded_body(response, self.max_bytes)
+            except _TooLarge:
+                return "too large"
+            except _UnknownEncoding:
+                return "unsupported content encoding"
+            except (OSError, EOFError, zlib.error):
+                return "bad content encoding"
+            return status, headers, body
 
     def _wait(self, host: str, at_least: float) -> None:
         # The delay counts from the end of the previous request, so the server sees gaps of at least 1/rate.
         now = time.monotonic()
         time.sleep(max(self.next_at.get(host, 0.0) - now, at_least, 0.0))
 
-    def _robots(self, host: str, url: str) -> urllib.robotparser.RobotFileParser | None:
-        """The host's robots.txt, fetched once; None when it failed (5xx, timeout): the host is skipped this run."""
+    def _robots(self, host: str, url: str) -> Protego | None:
+        """The host's robots.txt (RFC 9309: wildcards and $ anchors), fetched once; None when it failed (5xx,
+        timeout): the host is skipped this run."""
         if host in self.robots:
             return self.robots[host]
-        parser = urllib.robotparser.RobotFileParser()
         robots_url = f"{urlsplit(url).scheme}://{host}/robots.txt"
         self._wait(host, 0.0)
         try:
             with self.robots_opener.open(Request(robots_url, headers={"User-Agent": self.ua}),
                                          timeout=self.timeout) as response:
-                parser.parse(response.read(self.max_bytes).decode("utf-8", errors="replace").splitlines())
+                parser = Protego.parse(_decoded_body(response, self.max_bytes).decode("utf-8", errors="replace"))
             self.robots_note[host] = "ok"
         except HTTPError as e:
             if e.code >= 500 or e.code == 429:
                 parser, self.robots_note[host] = None, f"http {e.code}: host skipped this run"
-            else:  # 404 and the like: no robots.txt, so everything is allowed (401/403 as robotparser reads them)
-                parser.disallow_all, parser.allow_all = e.code in (401, 403), e.code not in (401, 403)
-                self.robots_note[host] = f"http {e.code}: " + ("disallow all" if parser.disallow_all else "allow all")
+            else:  # 404 and the like: no robots.txt, so everything is allowed; 401/403: nothing is
+                forbidden = e.code in (401, 403)
+                parser = Protego.parse("User-agent: *\nDisallow: /\n" if forbidden else "")
+                self.robots_note[host] = f"http {e.code}: " + ("disallow all" if forbidden else "allow all")
         except (URLError, OSError, HTTPException, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             kind = "timeout" if isinstance(reason, TimeoutError) else f"error ({reason})"
@@ -403,24 +468,29 @@ class _Crawler:
 
     def _write(self, requested: str, url: str, status: int, headers, body: bytes) -> None:
         now = datetime.now(timezone.utc)
-        html = decode_html(body, headers.get_content_charset())
+        html, replaced = decode_html_counted(body, headers.get_content_charset())
+        self.replacement_chars += replaced
+        self.pages_with_replacements += bool(replaced)
         record = {"id": hashlib.sha1(url.encode()).hexdigest(), "url": url, "requested_url": requested,
                   "status": status, "fetched_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "content_type": headers.get("Content-Type", ""), "html": html, "text": html_to_text(html)}
-        # One write of a whole line, flushed: an interrupted crawl loses at most the line being written.
+        # The WARC record first, then the jsonl line, each flushed: the line marks the page done, so a page is
+        # done only when both outputs have it (a record a kill left without its line is cut off on resume).
+        if self.warc:
+            self._write_warc(url, status, headers, body, now)
         self.out_file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         self.out_file.flush()
         self.done.add(url)
         self.fetched += 1
         self.no_text += not record["text"]
-        if self.warc:
-            self._write_warc(url, status, headers, body, now)
 
     def _write_warc(self, url, status, headers, body, now) -> None:
         from warcio.statusandheaders import StatusAndHeaders
 
         # The body was de-chunked by urllib, so the stored headers must describe the bytes actually stored.
-        kept = [(k, v) for k, v in headers.items() if k.lower() not in ("transfer-encoding", "content-length")]
+        # ... and the body stored is the decoded one (Content-Encoding undone), so that header goes too.
+        kept = [(k, v) for k, v in headers.items()
+                if k.lower() not in ("transfer-encoding", "content-length", "content-encoding")]
         http_headers = StatusAndHeaders(f"{status} {responses.get(status, 'OK')}",
                                         kept + [("Content-Length", str(len(body)))], protocol="HTTP/1.1")
         record = self.warc.create_warc_record(
@@ -429,6 +499,47 @@ class _Crawler:
                                "WARC-Identified-Payload-Type": headers.get_content_type()})
         self.warc.write_record(record)
         self.warc.out.flush()
+
+
+def _repair_warc(path: Path, done: set[str]) -> int:
+    """Cuts off what an interrupted crawl left at the end of a .warc.gz: a record torn mid-write, and a complete
+    record whose page never got its jsonl line (it is fetched again). Returns the records removed."""
+    import zlib
+
+    from warcio.archiveiterator import ArchiveIterator
+
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    records = []  # (uri, offset)
+    with open(path, "rb") as f:
+        iterator = ArchiveIterator(f)
+        try:
+            for record in iterator:
+                record.content_stream().read()
+                records.append((record.rec_headers.get_header("WARC-Target-URI"), iterator.get_record_offset()))
+        except Exception:  # noqa: BLE001  (warcio's errors for a damaged tail)
+            pass
+    size, removed = path.stat().st_size, 0
+    cut = size
+    if records:
+        with open(path, "rb") as f:  # is the last gzip member whole?
+            f.seek(records[-1][1])
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                while (chunk := f.read(1 << 20)) and not inflater.eof:
+                    inflater.decompress(chunk)
+            except zlib.error:
+                pass
+        if not inflater.eof:
+            cut, removed = records.pop()[1], 1
+        if records and normalize_url(records[-1][0] or "") not in done:
+            cut, removed = records.pop()[1], removed + 1
+    else:
+        cut = 0 if size else size
+    if cut < size:
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+    return removed
 
 
 def _resume_urls(out: Path) -> set[str]:
@@ -471,7 +582,8 @@ def crawl(urls: list[str], out: Path, *, warc: Path | None = None, rate: float =
     hosts = {host: {"fetched": c.pop("fetched", 0), "skipped": dict(c.most_common()),
                     "robots": crawler.robots_note.get(host, "not fetched")} for host, c in crawler.hosts.items()}
     skipped = sum((Counter(h["skipped"]) for h in hosts.values()), Counter())
-    report = {"fetched": crawler.fetched, "no_text": crawler.no_text, "skipped": dict(skipped.most_common()),
+    report = {"fetched": crawler.fetched, "no_text": crawler.no_text, "replacement_chars": crawler.replacement_chars,
+              "pages_with_replacements": crawler.pages_with_replacements, "skipped": dict(skipped.most_common()),
               "out": str(out), "warc": str(warc) if warc else None, "seconds": round(time.monotonic() - start, 2), "hosts": hosts}
     report_path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -500,6 +612,9 @@ def render_report(report: dict, max_hosts: int = 15) -> str:
         return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
     no_text = f" ({report['no_text']} with no main text: `text` is empty)" if report.get("no_text") else ""
+    if report.get("replacement_chars"):
+        no_text += (f" ({report['pages_with_replacements']} with undecodable bytes: {report['replacement_chars']} "
+                    "characters replaced by U+FFFD)")
     lines = [f"crawled {report['fetched']} pages{no_text}, skipped {sum(report['skipped'].values())} URLs in "
              f"{report['seconds']} s -> {report['out']}" + (f" and {report['warc']}" if report["warc"] else ""),
              f"skipped: {reasons(report['skipped'])}", ""]

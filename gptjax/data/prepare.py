@@ -41,7 +41,7 @@ from gptjax.data import DataError
 from gptjax.data.dedup import deduplicate
 from gptjax.data.readers import REPORTED_COUNTERS, SafeJsonlReader
 from gptjax.data.shards import write_shard
-from gptjax.data.stages import LanguageFilter, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
+from gptjax.data.stages import LanguageFilter, MainText, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
 from gptjax.errors import report_errors
 from gptjax.rundir import RunDirError, check_writable
 from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer
@@ -170,7 +170,6 @@ def _reader(s: ml_collections.ConfigDict):
 
 
 def cleaning_pipeline(cfg, s, out: Path) -> list:
-    from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
                                             GopherRepetitionFilter)
     from datatrove.pipeline.formatters import PIIFormatter
@@ -185,7 +184,7 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
 
     steps = [_reader(s)]
     if s.kind == "warc":
-        steps.append(Trafilatura(favour_precision=True, timeout=5.0))
+        steps.append(MainText(timeout=5.0))
     if st["normalize"]:
         steps.append(Normalize())
     filters = dict(gopher_repetition=lambda: GopherRepetitionFilter(exclusion_writer=removed("gopher_repetition"),

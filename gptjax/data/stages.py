@@ -9,10 +9,11 @@ import unicodedata
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.extractors.base import BaseExtractor
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from gptjax.data.crawl import decode_html
+from gptjax.data.crawl import decode_html, html_to_text
 
 
 class TextFileReader(BaseDiskReader):
@@ -85,6 +86,20 @@ class RegexWordTokenizer(WordTokenizer):
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CHARSET = re.compile(r"charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
+
+
+class MainText(BaseExtractor):
+    """An HTML document's main text, extracted as the crawler extracts its jsonl `text` (gptjax.data.crawl's
+    html_to_text: trafilatura, comments and boilerplate left out): a WARC source and the crawl's jsonl give the
+    same documents. Each page gets `timeout` seconds (datatrove runs the extraction in a worker process)."""
+
+    name = "⛏ Main text (trafilatura)"
+
+    def __init__(self, timeout: float = 5.0):
+        super().__init__(timeout)
+
+    def extract(self, text: str) -> str:
+        return html_to_text(text)
 
 
 class WarcFileReader(BaseDiskReader):
