@@ -310,6 +310,46 @@ def test_executor_kinds(tmp_path):
             make_executor([], tmp_path / "logs", cfg)
 
 
+def test_slurm_submits_once_with_this_environment_and_waits_for_queued_jobs(tmp_path, monkeypatch):
+    import os
+    import sys
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "sbatch_calls"
+    # A fake Slurm: sbatch keeps each script it is given and answers with a job id; squeue lists the job while
+    # the file `queued` exists.
+    (fake / "sbatch").write_text(f"""#!/bin/sh
+for last; do :; done
+cp "$last" "{tmp_path}/script-$(ls {tmp_path} | grep -c script-)"
+echo "$@" >> "{calls}"
+echo "Submitted batch job 4242"
+""")
+    (fake / "squeue").write_text(f"""#!/bin/sh
+[ -e "{tmp_path}/queued" ] && echo PENDING
+exit 0
+""")
+    for tool in ("sbatch", "squeue"):
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    planted_corpus(tmp_path / "raw", random.Random(3))
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
+    cfg.executor.kind, cfg.executor.partition = "slurm", "batch"
+
+    first = prepare(cfg, tmp_path / "out")
+    assert first["pending"] == ["web"]
+    submitted = len(calls.read_text().splitlines())
+    assert submitted >= 1
+    script = (tmp_path / "script-0").read_text()
+    assert f'export PATH="{os.path.dirname(sys.executable)}:$PATH"' in script  # the submitting environment
+    assert "launch_pickled_pipeline" in script
+
+    (tmp_path / "queued").write_text("")
+    again = prepare(cfg, tmp_path / "out")  # jobs still pending: nothing is submitted again
+    assert again["pending"] == ["web"] and len(calls.read_text().splitlines()) == submitted
+
+
 def test_language_identification_works_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rng = random.Random(2)

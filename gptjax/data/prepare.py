@@ -26,6 +26,7 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -209,9 +210,12 @@ def make_executor(pipeline: list, logging_dir: Path, cfg, name: str = "gptjax"):
     if e.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
+        # The job runs datatrove's launch_pickled_pipeline, installed beside this Python: put its directory
+        # first on the job's PATH, so the job uses the environment that submitted it (a venv, a conda env).
+        env = f'export PATH="{Path(sys.executable).parent}:$PATH"'
         return SlurmPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir),
                                      partition=e.partition, time=e.time, cpus_per_task=e.cpus_per_task,
-                                     mem_per_cpu_gb=e.mem_per_cpu_gb, job_name=name)
+                                     mem_per_cpu_gb=e.mem_per_cpu_gb, job_name=name, env_command=env)
     if e.kind == "ray":
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("executor.kind='ray' needs ray, which is not installed: `pip install ray`, "
@@ -228,11 +232,19 @@ def make_executor(pipeline: list, logging_dir: Path, cfg, name: str = "gptjax"):
 def run_datatrove(pipeline: list, logging_dir: Path, cfg) -> bool:
     """Runs a stage; False when it was submitted to Slurm and has not finished yet. A task that failed (local,
     ray) is a DataError naming the task and its error."""
+    if cfg.executor.kind == "slurm" and (queued := slurm_jobs_in_queue(logging_dir)):
+        tracking.echo(f"{logging_dir.parent.name}/{logging_dir.name}: Slurm job {queued} is still queued or running; "
+                      "not submitted again")
+        return False
     try:
-        make_executor(pipeline, logging_dir, cfg).run()
-    except Exception as e:  # noqa: BLE001  (the executors re-raise a task's failure as whatever it was)
+        executor = make_executor(pipeline, logging_dir, cfg)
+        executor.run()
+    except Exception:  # noqa: BLE001  (the executors re-raise a task's failure as whatever it was)
         if not failed_tasks(logging_dir, cfg.executor.tasks):
             raise
+    else:
+        if cfg.executor.kind == "slurm" and getattr(executor, "job_id", None) not in (None, -1):
+            (logging_dir / "slurm_job_id").write_text(str(executor.job_id))
     failed = failed_tasks(logging_dir, cfg.executor.tasks)
     if not failed or cfg.executor.kind == "slurm":
         return not failed
@@ -241,6 +253,19 @@ def run_datatrove(pipeline: list, logging_dir: Path, cfg) -> bool:
                     f"failed (task {rank}: {task_error(logging_dir, rank)}); its log: "
                     f"{logging_dir / 'logs' / f'task_{rank:05d}.log'}; fix the cause and run the same command: "
                     "finished tasks are skipped")
+
+
+def slurm_jobs_in_queue(logging_dir: Path) -> str | None:
+    """The stage's Slurm job id when squeue still lists it (pending or running), else None."""
+    path = logging_dir / "slurm_job_id"
+    if not path.exists():
+        return None
+    job = path.read_text().strip()
+    try:
+        listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # no squeue here: the completion markers decide, as without a record
+    return job if listed.returncode == 0 and listed.stdout.strip() else None
 
 
 def failed_tasks(logging_dir: Path, tasks: int) -> list[int]:
