@@ -69,17 +69,24 @@ class PeerWatch:
     DRAIN_S = 15.0  # process 0, stopping, waits this long for the others to go first: it hosts the coordinator,
     #                whose end makes JAX abort every process still running
 
-    def __init__(self, advice: Callable[[], str], connect_timeout_s: float = 300):
+    def __init__(self, advice: Callable[[], str], connect_timeout_s: float = 60):
         self.advice, self.closing = advice, False
         self.connections: list[socket.socket] = []
         self.watchers: list[threading.Thread] = []
         self.all_connected = threading.Event()  # process 0: every other process has connected
         if jax.process_count() <= 1:
             return
+        self.index = jax.process_index()
+        try:
+            self._connect(connect_timeout_s)
+        except Exception as e:  # noqa: BLE001  (the private API moved, a firewall): JAX's own heartbeat remains
+            print(f"warning: cannot watch the other processes ({type(e).__name__}: {e}); a dead process is noticed "
+                  "only after distributed.heartbeat_timeout seconds", file=sys.stderr)
+
+    def _connect(self, connect_timeout_s: float) -> None:
         from jax._src import distributed as jax_distributed  # the key-value store has no public API
 
         client = jax_distributed.global_state.client
-        self.index = jax.process_index()
         if self.index == 0:
             host = jax_distributed.global_state.coordinator_address.rpartition(":")[0]
             try:  # where the coordinator listens, which the others already reach; else every interface
