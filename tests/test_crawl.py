@@ -379,7 +379,7 @@ def test_private_addresses_are_refused_by_default(make_site, tmp_path):
 def public_and_internal(make_site, monkeypatch):
     """127.0.0.1 plays a public web server; 127.0.0.2 an internal one (a metadata service, an intranet host)."""
     public, internal = make_site(), make_site(host="127.0.0.2")
-    monkeypatch.setattr(crawl_module, "is_public", lambda ip: ip == "127.0.0.1")
+    monkeypatch.setattr("gptjax.data.http.is_public", lambda ip: ip == "127.0.0.1")
     return public, internal
 
 

@@ -17,17 +17,12 @@ a name that resolves inward is refused. --allow-private crawls an intranet.
 from __future__ import annotations
 
 import argparse
-import codecs
 import gzip
 import hashlib
-import http.client
 import io
-import ipaddress
 import json
 import logging
 import os
-import re
-import socket
 import sys
 import time
 import zlib
@@ -38,13 +33,14 @@ from http.client import HTTPException, responses
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit, urlunsplit
-from urllib.request import (HTTPDefaultErrorHandler, HTTPErrorProcessor, HTTPHandler, HTTPRedirectHandler,
-                            HTTPSHandler, OpenerDirector, ProxyHandler, Request, UnknownHandler, getproxies)
+from urllib.request import Request
 
 import trafilatura
 from protego import Protego
 
 from gptjax.data import DataError
+from gptjax.data.http import (PrivateAddressError, TooLarge, UnknownEncoding, check_host, decode_html_counted,
+                              decoded_body, opener)
 from gptjax.errors import report_errors
 
 USER_AGENT = "gptjax-crawler/0.1 (+https://github.com/gptjax)"
@@ -52,7 +48,6 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_RETRY_AFTER = 60.0  # a server asking for hours would stall the whole (sequential) crawl
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_.:-]+)", re.I)
 
 
 def normalize_url(url: str) -> str | None:
@@ -136,86 +131,6 @@ def _read_source(url_or_path: str, timeout: float, user_agent: str, allow_privat
                            ", or --allow-private to crawl an intranet")) from None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Only public http(s) addresses
-
-
-class PrivateAddressError(DataError, OSError):
-    """A request that would reach a loopback, private, link-local or otherwise non-public address."""
-
-
-def is_public(ip: str) -> bool:
-    address = ipaddress.ip_address(ip.split("%")[0])
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
-def check_host(host: str | None, allow_private: bool) -> None:
-    """PrivateAddressError when `host` (a name or an IP) resolves to a non-public address (DNS failures are left to
-    the request, which reports them as it does any connection error)."""
-    if allow_private or not host:
-        return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
-        return
-    inward = sorted(a for a in addresses if not is_public(a))
-    if inward:
-        raise PrivateAddressError(f"{host} resolves to {inward[0]}, a non-public address")
-
-
-def _public_connection(address, *args, **kwargs) -> socket.socket:
-    """socket.create_connection, refusing a connection that reached a non-public address (whatever the name
-    resolved to when it was checked: DNS may answer differently the second time)."""
-    sock = socket.create_connection(address, *args, **kwargs)
-    peer = sock.getpeername()[0]
-    if not is_public(peer):
-        sock.close()
-        raise PrivateAddressError(f"{address[0]} connected to {peer}, a non-public address")
-    return sock
-
-
-class _PublicHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _public_connection
-
-
-class _PublicHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _public_connection
-
-
-class _PublicHTTPHandler(HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_PublicHTTPConnection, req)
-
-
-class _PublicHTTPSHandler(HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_PublicHTTPSConnection, req, context=self._context)
-
-
-class _NoRedirects(HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # 3xx surface as HTTPError; the crawler follows them itself
-        return None
-
-
-def opener(allow_private: bool, follow_redirects: bool) -> OpenerDirector:
-    """An opener for http and https only (urllib's default also opens file://, ftp:// and data: URLs). Through a
-    proxy the connection reaches the proxy, so only the host name check applies."""
-    guarded = not allow_private and not {"http", "https", "all"} & set(getproxies())
-    handlers = [ProxyHandler(), UnknownHandler(), HTTPDefaultErrorHandler(), HTTPErrorProcessor(),
-                HTTPRedirectHandler() if follow_redirects else _NoRedirects(),
-                _PublicHTTPHandler() if guarded else HTTPHandler(), _PublicHTTPSHandler() if guarded else HTTPSHandler()]
-    director = OpenerDirector()
-    for handler in handlers:
-        director.add_handler(handler)
-    return director
-
-
 def html_to_text(html: str) -> str:
     """The page's main text as trafilatura extracts it (navigation, scripts and boilerplate left out; headings
     kept), "" where it finds none. Repeated paragraphs are kept: removing text seen on other pages is
@@ -224,69 +139,6 @@ def html_to_text(html: str) -> str:
     # library's own lines stay off the terminal.
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     return trafilatura.extract(html, include_comments=False, deduplicate=False) or ""
-
-
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
-
-
-def decode_html(body: bytes, header_charset: str | None) -> str:
-    """As the HTML standard decodes: a byte-order mark first (it beats the header), then the header's charset,
-    then a meta tag's, else UTF-8; undecodable bytes are replaced (decode_html_counted says how many)."""
-    return decode_html_counted(body, header_charset)[0]
-
-
-def decode_html_counted(body: bytes, header_charset: str | None) -> tuple[str, int]:
-    """(text, replacement characters the decoding put in that the page did not have)."""
-    for bom, charset in _BOMS:
-        if body.startswith(bom):
-            return _decode(body[len(bom):], charset)
-    match = _META_CHARSET.search(body[:4096])
-    for charset in (header_charset, match and match.group(1).decode("ascii")):
-        if charset:
-            try:
-                return _decode(body, codecs.lookup(charset).name)
-            except LookupError:  # an unknown charset name: try the next source
-                continue
-    return _decode(body, "utf-8")
-
-
-def _decode(body: bytes, charset: str) -> tuple[str, int]:
-    text = body.decode(charset, errors="replace")
-    return text, text.count("\ufffd") - (body.count("\ufffd".encode(charset)) if charset.startswith("utf") else 0)
-
-
-class _TooLarge(DataError):
-    pass
-
-
-class _UnknownEncoding(DataError):
-    pass
-
-
-def _decoded_body(response, limit: int) -> bytes:
-    """The body with its Content-Encoding undone (gzip, deflate; servers send them even unasked), at most
-    `limit` bytes after decoding (a small gzip can unpack to gigabytes); _TooLarge beyond that."""
-    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-    raw = response.read(limit + 1)
-    if encoding in ("identity", ""):
-        if len(raw) > limit:
-            raise _TooLarge
-        return raw
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise _UnknownEncoding(encoding)
-    raw += response.read()  # compressed, it may be longer than the limit and still unpack within it
-    wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
-    try:
-        inflater = zlib.decompressobj(wbits)
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        if encoding != "deflate":
-            raise
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # "deflate" is often sent raw, without the zlib header
-        body = inflater.decompress(raw, limit + 1)
-    if len(body) > limit:
-        raise _TooLarge
-    return body
 
 
 class _Crawler:
@@ -418,10 +270,10 @@ class _Crawler:
             if length.isdigit() and int(length) > self.max_bytes:
                 return "too large"  # said so up front: not one byte of the body is read
             try:
-                body = _decoded_body(response, self.max_bytes)
-            except _TooLarge:
+                body = decoded_body(response, self.max_bytes)
+            except TooLarge:
                 return "too large"
-            except _UnknownEncoding:
+            except UnknownEncoding:
                 return "unsupported content encoding"
             except (OSError, EOFError, zlib.error):
                 return "bad content encoding"
@@ -442,7 +294,7 @@ class _Crawler:
         try:
             with self.robots_opener.open(Request(robots_url, headers={"User-Agent": self.ua}),
                                          timeout=self.timeout) as response:
-                parser = Protego.parse(_decoded_body(response, self.max_bytes).decode("utf-8", errors="replace"))
+                parser = Protego.parse(decoded_body(response, self.max_bytes).decode("utf-8", errors="replace"))
             self.robots_note[host] = "ok"
         except HTTPError as e:
             if e.code >= 500 or e.code == 429:
@@ -504,8 +356,6 @@ class _Crawler:
 def _repair_warc(path: Path, done: set[str]) -> int:
     """Cuts off what an interrupted crawl left at the end of a .warc.gz: a record torn mid-write, and a complete
     record whose page never got its jsonl line (it is fetched again). Returns the records removed."""
-    import zlib
-
     from warcio.archiveiterator import ArchiveIterator
 
     if not path.exists() or path.stat().st_size == 0:

@@ -9,6 +9,7 @@ datatrove's executors write into the run's report.
 from __future__ import annotations
 
 import base64
+import zlib
 from typing import Literal
 
 from datatrove.pipeline.readers import JsonlReader
@@ -46,8 +47,6 @@ class SafeJsonlReader(JsonlReader):
         self.on_bad_utf8 = on_bad_utf8
 
     def read_file(self, filepath: str):
-        import zlib
-
         records = 0
         try:
             for document in self._read_records(filepath):

@@ -13,7 +13,8 @@ from datatrove.pipeline.extractors.base import BaseExtractor
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from gptjax.data.crawl import decode_html, html_to_text
+from gptjax.data.crawl import html_to_text
+from gptjax.data.http import decode_html
 
 
 class TextFileReader(BaseDiskReader):
