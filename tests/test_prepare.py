@@ -10,7 +10,10 @@ import pytest
 
 from conftest import REPO, data_path
 from gptjax.config import ConfigError
+from gptjax.data import DataError
+from gptjax.data import prepare as prepare_module
 from gptjax.data.prepare import base_config, load, prepare, source
+from gptjax.data.stages import CLEANING_CODE
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
          "they you were their one all we can her has there been if more when will would who so no court river "
@@ -123,7 +126,7 @@ def steps_of(report) -> list[str]:
     return [row["step"] for row in report["sources"]["web"]["cleaning"]]
 
 
-def test_a_changed_setting_or_input_redoes_its_stage_and_those_after_it(tmp_path, capsys):
+def test_a_changed_setting_or_input_redoes_its_stage_and_those_after_it(tmp_path, capsys, monkeypatch):
     planted_corpus(tmp_path / "raw", random.Random(1))
     cfg = base_config()
     cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
@@ -156,6 +159,27 @@ def test_a_changed_setting_or_input_redoes_its_stage_and_those_after_it(tmp_path
     prepare(cfg, tmp_path / "out", force=True)
     said = capsys.readouterr().out
     assert "[web] cleaning: --force; doing it again" in said and "[web] deduplication: --force; doing it again" in said
+
+    # Cleaning code that changed what it keeps (a new word tokenizer for the filters, say) cleans again.
+    monkeypatch.setattr(prepare_module, "CLEANING_CODE", "gptjax cleaning v0")
+    prepare(cfg, tmp_path / "out")
+    said = capsys.readouterr().out
+    assert f"[web] cleaning: made_by: {CLEANING_CODE!r} -> 'gptjax cleaning v0'; doing it again" in said
+
+
+def test_datatrove_logs_go_to_the_log_files_not_the_terminal(tmp_path, capfd):
+    planted_corpus(tmp_path / "raw", random.Random(2))
+    cfg = base_config()
+    cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
+    cfg.tokenizer.name = "byte"
+    cfg.executor.tasks = cfg.executor.workers = 2  # tasks in worker processes too
+    prepare(cfg, tmp_path / "out")
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert all(line.startswith(("[web]", "#", "|", "-", "Removed", "Time")) for line in out.splitlines() if line), out
+    logs = tmp_path / "out" / "logs" / "web"
+    assert "2/2 tasks completed" in (logs / "clean" / "console.log").read_text()
+    assert "Processing done" in (logs / "dedup" / "logs" / "minhash_4_filter" / "console.log").read_text()
 
 
 @pytest.mark.parametrize("override, message", [
@@ -291,7 +315,7 @@ def test_a_failed_task_is_an_error_naming_it_not_a_pending_job(tmp_path, monkeyp
 
 
 def test_executor_kinds(tmp_path):
-    from gptjax.data.prepare import make_executor
+    from gptjax.data.executors import make_executor
 
     cfg = base_config()
     cfg.executor.kind, cfg.executor.partition, cfg.executor.tasks = "slurm", "batch", 4
@@ -326,7 +350,9 @@ echo "$@" >> "{calls}"
 echo "Submitted batch job 4242"
 """)
     (fake / "squeue").write_text(f"""#!/bin/sh
+[ -e "{tmp_path}/down" ] && echo "slurm_load_jobs error: Unable to contact slurm controller" >&2 && exit 1
 [ -e "{tmp_path}/queued" ] && echo PENDING
+[ -e "{tmp_path}/forgotten" ] && echo "slurm_load_jobs error: Invalid job id specified" >&2 && exit 1
 exit 0
 """)
     for tool in ("sbatch", "squeue"):
@@ -348,6 +374,24 @@ exit 0
     (tmp_path / "queued").write_text("")
     again = prepare(cfg, tmp_path / "out")  # jobs still pending: nothing is submitted again
     assert again["pending"] == ["web"] and len(calls.read_text().splitlines()) == submitted
+    (tmp_path / "down").write_text("")  # squeue cannot say: nothing is submitted either
+    assert prepare(cfg, tmp_path / "out")["pending"] == ["web"] and len(calls.read_text().splitlines()) == submitted
+    (tmp_path / "down").unlink()
+
+    # The job ended and its task failed: the next run says so, naming the task's error; the one after it submits
+    # the unfinished task again.
+    (tmp_path / "queued").unlink()
+    (tmp_path / "forgotten").write_text("")
+    task_log = tmp_path / "out" / "logs" / "web" / "clean" / "logs" / "task_00000.log"
+    task_log.parent.mkdir(parents=True, exist_ok=True)
+    task_log.write_text("Traceback (most recent call last):\n  ...\nMemoryError: out of memory on node7\n")
+    with pytest.raises(DataError, match=r"1 of 1 tasks of web/clean failed in Slurm job 4242 \(task 0: MemoryError: "
+                                        r"out of memory on node7\).*fix the cause and run the same command: those "
+                                        r"tasks are submitted again"):
+        prepare(cfg, tmp_path / "out")
+    assert len(calls.read_text().splitlines()) == submitted
+    assert prepare(cfg, tmp_path / "out")["pending"] == ["web"]
+    assert len(calls.read_text().splitlines()) > submitted
 
 
 def test_language_identification_works_offline(tmp_path, monkeypatch):

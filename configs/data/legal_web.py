@@ -18,9 +18,7 @@ def get_config():
     c = base_config()
     c.sources.web = source("jsonl", str(DATA / "corpora/cc_web"), glob="*.jsonl.gz")
     c.sources.web_warc = source("warc", str(DATA / "corpora/cc_web/warc"))
-    # Court opinions are dense with citations ("359 Ill. App. 3d 921"), which Gopher's rule that 80% of words hold a
-    # letter counts against them: the web heuristics are for web text.
-    c.sources.legal = source("jsonl", str(DATA / "corpora/legal/legal_docs.jsonl"), skip="gopher_quality")
+    c.sources.legal = source("jsonl", str(DATA / "corpora/legal/legal_docs.jsonl"))
     c.stages.gopher_quality = True
     c.stages.gopher_repetition = True
     c.tokenizer.name = str(DATA / "gpt2")  # GPT-2's BPE from local files; 'gpt2' fetches it from the hub

@@ -21,12 +21,10 @@ Train on a weighted mixture of the results with
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib.util
 import json
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,15 +38,17 @@ from gptjax.command import parse_args
 from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.dedup import deduplicate
+from gptjax.data.executors import run_datatrove, stage_stats
 from gptjax.data.readers import REPORTED_COUNTERS, SafeJsonlReader
 from gptjax.data.shards import write_shard
-from gptjax.data.stages import LanguageFilter, MainText, Normalize, RegexWordTokenizer, TextFileReader, WarcFileReader
+from gptjax.data.stages import (CLEANING_CODE, EnglishWords, FineWebQuality, LanguageFilter, MainText, Normalize,
+                                TextFileReader, WarcFileReader)
 from gptjax.errors import report_errors
 from gptjax.rundir import RunDirError, check_writable
 from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
-FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # the quality filters, in the order they run
 SKIPPABLE = ("normalize", "languages", *FILTERS, "pii", "exact_dedup", "minhash_dedup")
 
 
@@ -170,14 +170,25 @@ def _reader(s: ml_collections.ConfigDict):
                                     text_key=s.text_key, doc_progress=tracking.interactive())
 
 
+def quality_filter(name: str, exclusion_writer=None):
+    """One of datatrove's quality filters (FILTERS) at its defaults, counting English words as EnglishWords
+    does; exclusion_writer: where the documents it removes are written."""
+    from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+    make = dict(gopher_repetition=GopherRepetitionFilter, gopher_quality=GopherQualityFilter, c4=C4QualityFilter,
+                fineweb=FineWebQuality)[name]
+    return make(exclusion_writer=exclusion_writer, language=_english_words())
+
+
+@functools.cache
+def _english_words() -> EnglishWords:  # one per process: datatrove caches word lists by tokenizer
+    return EnglishWords()
+
+
 def cleaning_pipeline(cfg, s, out: Path) -> list:
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.writers import JsonlWriter
 
-
-    words = RegexWordTokenizer()
     st = {name: value if name not in _skipped(s) else type(value)() for name, value in cfg.stages.items()}
 
     def removed(stage):
@@ -188,112 +199,14 @@ def cleaning_pipeline(cfg, s, out: Path) -> list:
         steps.append(MainText(timeout=5.0))
     if st["normalize"]:
         steps.append(Normalize())
-    filters = dict(gopher_repetition=lambda: GopherRepetitionFilter(exclusion_writer=removed("gopher_repetition"),
-                                                                      language=words),
-                   gopher_quality=lambda: GopherQualityFilter(exclusion_writer=removed("gopher_quality"),
-                                                              language=words),
-                   c4=lambda: C4QualityFilter(exclusion_writer=removed("c4"), language=words),
-                   fineweb=lambda: FineWebQualityFilter(exclusion_writer=removed("fineweb"), language=words))
     if st["languages"]:  # first: the quality heuristics are for the kept languages
         steps.append(LanguageFilter([code.strip() for code in st["languages"].split(",") if code.strip()],
                                     cfg.stages.language_min_score, exclusion_writer=removed("language")))
-    steps += [make() for name, make in filters.items() if st[name]]
+    steps += [quality_filter(name, removed(name)) for name in FILTERS if st[name]]
     if st["pii"]:
         steps.append(PIIFormatter())
     steps.append(JsonlWriter(str(out / "curated")))
     return steps
-
-
-def make_executor(pipeline: list, logging_dir: Path, cfg, name: str = "gptjax"):
-    """datatrove's executor of the configured kind. Slurm submits jobs and returns; ray needs `pip install ray`."""
-    e = cfg.executor
-    if e.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        # The job runs datatrove's launch_pickled_pipeline, installed beside this Python: put its directory
-        # first on the job's PATH, so the job uses the environment that submitted it (a venv, a conda env).
-        env = f'export PATH="{Path(sys.executable).parent}:$PATH"'
-        return SlurmPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir),
-                                     partition=e.partition, time=e.time, cpus_per_task=e.cpus_per_task,
-                                     mem_per_cpu_gb=e.mem_per_cpu_gb, job_name=name, env_command=env)
-    if e.kind == "ray":
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("executor.kind='ray' needs ray, which is not installed: `pip install ray`, "
-                              "or use executor.kind='local'")
-        from datatrove.executor import RayPipelineExecutor
-
-        return RayPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir),
-                                   cpus_per_task=e.cpus_per_task, mem_per_cpu_gb=e.mem_per_cpu_gb)
-    from datatrove.executor import LocalPipelineExecutor
-
-    return LocalPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logging_dir))
-
-
-def run_datatrove(pipeline: list, logging_dir: Path, cfg) -> bool:
-    """Runs a stage; False when it was submitted to Slurm and has not finished yet. A task that failed (local,
-    ray) is a DataError naming the task and its error."""
-    if cfg.executor.kind == "slurm" and (queued := slurm_jobs_in_queue(logging_dir)):
-        tracking.echo(f"{logging_dir.parent.name}/{logging_dir.name}: Slurm job {queued} is still queued or running; "
-                      "not submitted again")
-        return False
-    try:
-        executor = make_executor(pipeline, logging_dir, cfg)
-        executor.run()
-    except Exception:  # noqa: BLE001  (the executors re-raise a task's failure as whatever it was)
-        if not failed_tasks(logging_dir, cfg.executor.tasks):
-            raise
-    else:
-        if cfg.executor.kind == "slurm" and getattr(executor, "job_id", None) not in (None, -1):
-            (logging_dir / "slurm_job_id").write_text(str(executor.job_id))
-    failed = failed_tasks(logging_dir, cfg.executor.tasks)
-    if not failed or cfg.executor.kind == "slurm":
-        return not failed
-    rank = failed[0]
-    raise DataError(f"{len(failed)} of {cfg.executor.tasks} tasks of {logging_dir.parent.name}/{logging_dir.name} "
-                    f"failed (task {rank}: {task_error(logging_dir, rank)}); its log: "
-                    f"{logging_dir / 'logs' / f'task_{rank:05d}.log'}; fix the cause and run the same command: "
-                    "finished tasks are skipped")
-
-
-def slurm_jobs_in_queue(logging_dir: Path) -> str | None:
-    """The stage's Slurm job id when squeue still lists it (pending or running), else None."""
-    path = logging_dir / "slurm_job_id"
-    if not path.exists():
-        return None
-    job = path.read_text().strip()
-    try:
-        listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None  # no squeue here: the completion markers decide, as without a record
-    return job if listed.returncode == 0 and listed.stdout.strip() else None
-
-
-def failed_tasks(logging_dir: Path, tasks: int) -> list[int]:
-    done = {int(p.name) for p in (logging_dir / "completions").glob("*") if p.name.isdigit()}
-    return [rank for rank in range(tasks) if rank not in done]
-
-
-def task_error(logging_dir: Path, rank: int) -> str:
-    """The last error line a task logged (datatrove logs a failed task's traceback), or a pointer to its log."""
-    log = logging_dir / "logs" / f"task_{rank:05d}.log"
-    try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log written"
-    errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
-    return (errors[-1] if errors else lines[-1] if lines else "its log is empty")[:300]
-
-
-def stage_stats(logging_dir: Path) -> list[dict]:
-    """Per pipeline step of a finished datatrove stage: its name and counters (documents in/out, removals...)."""
-    path = logging_dir / "stats.json"
-    if not path.exists():
-        return []
-    rows = []
-    for step in json.loads(path.read_text()):
-        counters = {k: (v.get("total") if isinstance(v, dict) else v) for k, v in step.get("stats", {}).items()}
-        rows.append({"step": step.get("name"), **counters})
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -485,8 +398,8 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = Fa
 
     for name, s in cfg.sources.items():
         logs = out / "logs" / name
-        clean = {"source": s.to_dict(), "tasks": cfg.executor.tasks, "files": input_files(s),
-                 "stages": {k: v for k, v in cfg.stages.items() if k not in _DEDUP_SETTINGS}}
+        clean = {"made_by": CLEANING_CODE, "source": s.to_dict(), "tasks": cfg.executor.tasks,
+                 "files": input_files(s), "stages": {k: v for k, v in cfg.stages.items() if k not in _DEDUP_SETTINGS}}
         fresh_stage(name, "cleaning", clean, logs / "clean.inputs.json",
                     [logs / "clean", out / name / "curated", out / name / "removed"], force)
         tracking.echo(f"[{name}] reading and cleaning {s.path}")
@@ -522,8 +435,8 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = Fa
 
     if pending:  # Slurm runs the cleaning jobs; datatrove's completion markers let a re-run pick up from here
         stages.close()
-        print(f"cleaning of {', '.join(pending)} submitted to Slurm (logs: {out / 'logs'}); run the same command "
-              "again when the jobs finish: finished stages are skipped", flush=True)
+        print(f"cleaning of {', '.join(pending)} is with Slurm (logs: {out / 'logs'}); run the same command again "
+              "when its jobs have finished: finished stages are skipped", flush=True)
         return {**report, "pending": pending}
     deduped = list(documents.values())
     if cfg.tokenizer.train:
