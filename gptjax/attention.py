@@ -13,6 +13,8 @@ interpret mode on any backend, which is how the tests check it (forward and grad
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 
@@ -24,9 +26,24 @@ from gptjax.config import CHOICES, ConfigError
 HALF = ("bfloat16", "float16")
 
 
+# The backend the program is built for: this machine's, unless lowering for another (gptjax.lowering builds a
+# CUDA train step on a CPU-only machine to check what it would run).
+_TARGET_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar("target_backend", default=None)
+
+
+@contextlib.contextmanager
+def target_backend(backend: str):
+    """Resolve attention kernels inside the block as on `backend` ('gpu', 'cpu', 'tpu') instead of this machine."""
+    token = _TARGET_BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _TARGET_BACKEND.reset(token)
+
+
 def resolve_attention(name: str, dtype: str = "float32") -> str:
     """'xla' | 'cudnn' | 'pallas' | 'auto' -> the kernel to run; any error is raised here, before training."""
-    backend = jax.default_backend()
+    backend = _TARGET_BACKEND.get() or jax.default_backend()
     if name not in CHOICES["model.attention"]:
         raise ConfigError(f"model.attention={name!r} is not one of: {', '.join(CHOICES['model.attention'])}")
     if name == "xla":
@@ -76,7 +93,7 @@ def _attend(q, k, v, mask, dropout, deterministic, rngs):
     # The scale goes on q ([T, hd]) rather than on the scores ([T, S]): one multiply per query element instead of
     # one per score, forward and backward.
     q = q * jnp.asarray(1 / math.sqrt(hd), q.dtype)
-    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = _scores(q, k)
     if mask is None:
         mask = jnp.tril(jnp.ones((T, S), dtype=bool), k=S - T)
     else:
@@ -86,6 +103,29 @@ def _attend(q, k, v, mask, dropout, deterministic, rngs):
     if dropout is not None:
         probs = dropout(probs, deterministic=deterministic, rngs=rngs)
     return jnp.einsum("bkgts,bksd->bkgtd", probs.astype(v.dtype), v)
+
+
+@jax.custom_vjp
+def _scores(q, k):
+    """q [B, KV, G, T, hd] . k [B, KV, S, hd] -> float32 scores [B, KV, G, T, S], accumulated in float32.
+
+    The gradient flows back in q's dtype: differentiated as is, the float32 scores' cotangent would turn both
+    backward matmuls (dq, dk) into float32 ones, which on a GPU leave the bf16 tensor cores idle. Flash attention
+    kernels round dS the same way."""
+    return jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+
+
+def _scores_fwd(q, k):
+    return _scores(q, k), (q, k)
+
+
+def _scores_bwd(residuals, g):
+    q, k = residuals
+    _, vjp = jax.vjp(lambda q, k: jnp.einsum("bkgtd,bksd->bkgts", q, k), q, k)
+    return vjp(g.astype(q.dtype))
+
+
+_scores.defvjp(_scores_fwd, _scores_bwd)
 
 
 def cudnn_attention(q, k, v):
