@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 from gptjax import distributed, sharding  # noqa: E402
 from gptjax.command import parse_args  # noqa: E402
+from gptjax.compile_cache import use_compile_cache  # noqa: E402
 from gptjax.config import ConfigError, load_config  # noqa: E402
 from gptjax.data.loader import WindowLoader  # noqa: E402
 from gptjax.data.shards import TokenShard, write_shard  # noqa: E402
@@ -124,6 +125,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     distributed.initialize(cfg.distributed)  # a multi-host benchmark times the multi-host step
     mesh = sharding.make_mesh(cfg.mesh)
     sharding.check_batch_split(t.batch_size, t.grad_accum, mesh)
+    cache = use_compile_cache(t.compile_cache)  # as training: a second benchmark of the same step compiles nothing
     with tempfile.TemporaryDirectory(prefix="gptjax-bench-") as tmp:
         began = time.perf_counter()
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
@@ -158,6 +160,7 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     for key, peak in (("mfu_published", result["published_peak_flops"]), ("mfu_measured", result["matmul_peak_flops"])):
         result[key] = per_device / peak if peak else None
     result["time_to_first_step_s"] = result.pop("_first_step_at") - _STARTED
+    result["compile_cache"] = str(cache) if cache else None
     return result
 
 
@@ -280,7 +283,7 @@ def format_table(r: dict) -> str:
                 f"({_flops(r['published_peak_flops'])})"),
         ("compile", f"{r['compile_s']:.2f} s (lower + compile); first step done {r['time_to_first_step_s']:.1f} s "
                     f"after the process started: data {r['data_s']:.1f} s, state {r['init_s']:.1f} s, compile, first "
-                    f"step {r['first_step_s']:.1f} s"),
+                    f"step {r['first_step_s']:.1f} s; compilation cache: {r.get('compile_cache') or 'off'}"),
         ("memory", f"{memory}; host RSS peak {_gib(r['host_rss_peak_bytes'])}; "
                    f"{r['page_faults_per_step']:,.0f} page faults per step"),
         ("state/device", f"parameters {_gib(r['param_bytes_per_device'])}, optimizer "

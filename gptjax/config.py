@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
         eval_tasks="",
         nonfinite="stop",  # a NaN/Inf loss or gradient: stop (keeping the last checkpoint), or skip the update
         max_consecutive_skips=10,  # with nonfinite=skip: this many skipped steps in a row stop the run
+        # JAX's persistent compilation cache, so a resume or re-run skips compiling: 'auto' (~/.cache/gptjax/xla,
+        # or $GPTJAX_CACHE_DIR), a directory, or '' (off). See gptjax/compile_cache.py.
+        compile_cache="auto",
     )
     # Devices as a (data, fsdp, tensor) mesh; -1 takes the devices the other axes leave (see gptjax/sharding.py).
     c.mesh = dict(

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 
 from gptjax import distributed, sharding, tracking
 from gptjax.checkpoint import CheckpointError, Checkpoints
+from gptjax.compile_cache import use_compile_cache
 from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
                            resume_changes, settings_warnings, to_yaml)
 from gptjax.data.loader import WindowLoader
@@ -213,6 +214,7 @@ class Trainer:
         tracking.check_wandb(cfg)
         self.mesh = sharding.make_mesh(cfg.mesh)  # checked before anything is written
         sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
+        use_compile_cache(t.compile_cache)
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
         for warning in settings_warnings(cfg) if self.main_process else []:
             print(f"warning: {warning}", file=sys.stderr)

@@ -2,12 +2,17 @@
 GPTJAX_DATA_DIR (default: ../shared/data beside the repository); tests that need it skip when it is absent."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GPTJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+# The compilation cache of every run the tests start (train.compile_cache=auto), in this process and the ones it
+# starts: one for the session, never the user's own.
+_CACHE = tempfile.TemporaryDirectory(prefix="gptjax-test-xla-")
+os.environ["GPTJAX_CACHE_DIR"] = _CACHE.name
 
 
 def data_path(*parts: str) -> Path:
