@@ -4,7 +4,6 @@ same run compiles nothing."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import pytest
