@@ -196,3 +196,26 @@ def test_fused_kernels_match_xla_on_gpu(name):
     fused = GPT(dataclasses.replace(cfg, attention=name), rngs=nnx.Rngs(0))
     assert fused.attention_impl == name
     np.testing.assert_allclose(fused(tokens), xla, atol=0.05 * float(jnp.abs(xla).max()))
+
+
+# Shapes the GPU kernels must handle: GPT-2's head dim (64) at short and long context, GQA and MQA, and a length
+# that Pallas pads. bf16 inputs, compared with the xla kernel on the same inputs in float32.
+GPU_SHAPES = [(128, 12, 12, 64), (1024, 12, 12, 64), (512, 8, 2, 64), (256, 8, 1, 128), (200, 4, 4, 64)]
+
+
+@pytest.mark.skipif(not ON_GPU, reason="fused attention kernels need an NVIDIA GPU")
+@pytest.mark.parametrize("name", ["cudnn", "pallas"])
+@pytest.mark.parametrize("T, H, KV, hd", GPU_SHAPES, ids=[f"T{t}-H{h}-KV{kv}-hd{d}" for t, h, kv, d in GPU_SHAPES])
+def test_fused_kernels_forward_and_gradients_on_gpu(name, T, H, KV, hd):
+    q, k, v = qkv(T, KV, H=H, hd=hd, dtype=jnp.bfloat16)
+    kernel = attention_module.KERNELS[name]
+    out = jax.jit(kernel)(q, k, v)
+    assert out.dtype == jnp.bfloat16 and out.shape == q.shape
+    wide = [x.astype(jnp.float32) for x in (q, k, v)]
+    ref = xla_attention(*wide)
+    np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=0.03 * float(jnp.abs(ref).max()))
+    (loss, grads), (ref_loss, ref_grads) = loss_and_grads(kernel, q, k, v), loss_and_grads(xla_attention, *wide)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=0.02, abs=0.02 * q.size ** 0.5)
+    for label, g, r in zip("qkv", grads, ref_grads):
+        assert g.shape == r.shape, label
+        np.testing.assert_allclose(g.astype(jnp.float32), r, atol=0.05 * float(jnp.abs(r).max()), err_msg=f"d{label}")
