@@ -121,8 +121,8 @@ def _scores_fwd(q, k):
 
 def _scores_bwd(residuals, g):
     q, k = residuals
-    _, vjp = jax.vjp(lambda q, k: jnp.einsum("bkgtd,bksd->bkgts", q, k), q, k)
-    return vjp(g.astype(q.dtype))
+    g = g.astype(q.dtype)
+    return jnp.einsum("bkgts,bksd->bkgtd", g, k), jnp.einsum("bkgts,bkgtd->bksd", g, q)
 
 
 _scores.defvjp(_scores_fwd, _scores_bwd)

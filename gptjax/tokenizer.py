@@ -12,6 +12,7 @@ training encoded:
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import os
 import re
@@ -64,14 +65,26 @@ class Tokenizer(abc.ABC):
     def _extra_state(self, directory: Path) -> dict:
         return {}
 
-    def _identity(self) -> tuple:
-        return (self.kind, self.name, self.vocab_size)
+    def _content(self) -> object:
+        """What decides the ids a text encodes to, as JSON-serializable data."""
+        return None
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what decides the ids each text encodes to: two tokenizers with the same fingerprint give a
+        model the same inputs, whatever they are called or wherever their files lie (name is for display only)."""
+        content = json.dumps([self.kind, self.vocab_size, self.eot_id, self._content()], sort_keys=True,
+                             ensure_ascii=False)
+        return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.kind} tokenizer {self.name!r} ({self.vocab_size} tokens, fingerprint {self.fingerprint})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Tokenizer) and self._identity() == other._identity()
+        return isinstance(other, Tokenizer) and self.fingerprint == other.fingerprint
 
     def __hash__(self) -> int:
-        return hash((self.kind, self.name, self.vocab_size))
+        return hash(self.fingerprint)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
@@ -128,8 +141,8 @@ class CharTokenizer(Tokenizer):
     def _extra_state(self, directory: Path) -> dict:
         return {"chars": "".join(self.chars)}
 
-    def _identity(self) -> tuple:
-        return (*super()._identity(), tuple(self.chars))
+    def _content(self) -> object:
+        return "".join(self.chars)
 
 
 class ByteTokenizer(Tokenizer):
@@ -177,8 +190,11 @@ class BPETokenizer(Tokenizer):
         self.tokenizer.save(str(directory / BPE_FILE))
         return {"file": BPE_FILE}
 
-    def _identity(self) -> tuple:
-        return (*super()._identity(), self.eot_id, self.tokenizer.to_str())
+    def _content(self) -> object:
+        # Not the decoder, post-processor, padding or truncation: they change neither the ids nor their meaning
+        # (GPT-2's tokenizer.json and its vocab.json + merges.txt differ only in the post-processor).
+        state = json.loads(self.tokenizer.to_str())
+        return {key: state.get(key) for key in ("normalizer", "pre_tokenizer", "model", "added_tokens")}
 
 
 def _safe_to_chunk(tokenizer) -> bool:

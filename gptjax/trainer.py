@@ -34,22 +34,19 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from gptjax import distributed, sharding, tracking
-from gptjax.checkpoint import CheckpointError, Checkpoints
+from gptjax.checkpoint import Checkpoints
 from gptjax.compile_cache import use_compile_cache
-from gptjax.config import (RUNTIME_MODEL_KEYS, ConfigError, EvalTask, parse_eval_tasks, read_saved,
-                           resume_changes, settings_warnings, to_yaml)
+from gptjax.config import EvalTask, parse_eval_tasks, read_saved, resume_changes, settings_warnings, to_yaml
 from gptjax.data.loader import WindowLoader
 from gptjax.errors import GptjaxError, Interrupted
-from gptjax.hf import HFError, load_hf
 from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_sample
 from gptjax.hostmem import advice as hostmem_advice
+from gptjax.init_from import Source, adopt_architecture, weights_from
 from gptjax.inputs import Inputs, check_vocabulary, prepare_data
 from gptjax.model import ModelConfig, count_params
-from gptjax.run import RunError, load_run
 from gptjax.rundir import RunDir, WriterLock, first_missing, remove_created, remove_new_entries, write_atomically
 from gptjax.state import Setup, setup
 from gptjax.step import Objective, TrainState, make_eval_step, make_train_step, next_token_loss
-from gptjax.tokenizer import Tokenizer
 
 
 class TrainingError(GptjaxError, RuntimeError):
@@ -216,6 +213,14 @@ class Trainer:
         sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
         use_compile_cache(t.compile_cache)
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
+        if cfg.checkpoint.init_from:  # the architecture follows the source's (keys the config leaves alone)
+            # A started run already holds what it took: its own config.yaml is the source for a resume.
+            started = self.run_dir.started()
+            source = Source(str(self.run_dir.path), self.run_dir.path, None, "run") if started else \
+                Source.find(cfg.checkpoint.init_from)
+            adopted = adopt_architecture(cfg, source)
+            if adopted and self.main_process and not started:
+                print("model from checkpoint.init_from: " + ", ".join(f"{k}={v}" for k, v in adopted.items()))
         for warning in settings_warnings(cfg) if self.main_process else []:
             print(f"warning: {warning}", file=sys.stderr)
         if self.main_process:  # one writer for the run directory's shared files; the others wait for it
@@ -307,7 +312,7 @@ class Trainer:
             return state, start
         state = built.init(t.seed)
         if init_from:
-            state = state.replace(params=weights_from(init_from, built, self.inputs.tokenizer))
+            state = state.replace(params=weights_from(Source.find(init_from), built, self.inputs.tokenizer))
         return state, 0
 
     def checkpoint_meta(self, step: int) -> dict:
@@ -446,43 +451,3 @@ class Trainer:
 def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:
     """Trains (or continues) the run in run_dir with the default hooks; returns the final metrics."""
     return Trainer(cfg, run_dir).run()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# checkpoint.init_from
-
-
-def weights_from(source: str, built: Setup, tokenizer: Tokenizer):
-    """checkpoint.init_from: the weights of another run (RUN, or RUN/checkpoints/STEP) or of a Hugging Face model
-    directory (GPT-2 or Llama), for fine-tuning; the optimizer starts afresh. The architecture and the tokenizer
-    must be the same."""
-    path, step = Path(source), None
-    if path.name.isdigit() and RunDir(path.parent.parent).checkpoints == path.parent:
-        path, step = path.parent.parent, int(path.name)
-    try:
-        if RunDir(path).config.exists():
-            other = load_run(path, step, mesh=built.mesh)
-        elif (path / "config.json").exists():
-            # A shorter context than the pretrained one keeps the first block_size positions.
-            other = load_hf(path, block_size=built.model_config.block_size, mesh=built.mesh)
-        else:
-            raise ConfigError(f"checkpoint.init_from={source} is not a run directory (with config.yaml and "
-                              "checkpoints/), a RUN/checkpoints/STEP directory, or a Hugging Face model directory")
-    except (RunError, HFError, CheckpointError) as e:
-        raise ConfigError(f"checkpoint.init_from={source}: {e}") from None
-
-    def architecture(model_config: ModelConfig) -> dict:  # defaults resolved: d_ff=0 is the same model as 4*d
-        fields = dataclasses.asdict(model_config)
-        fields.update(d_ff=model_config.ff_dim, num_kv_heads=model_config.kv_heads)
-        return {k: v for k, v in fields.items() if k not in RUNTIME_MODEL_KEYS and k != "init_std"}
-
-    mine, theirs = architecture(built.model_config), architecture(other.model_config)
-    for key, value in mine.items():
-        if theirs[key] != value:
-            raise ConfigError(f"checkpoint.init_from={source} holds a model with model.{key}={theirs[key]!r}, but "
-                              f"this config has {value!r}; use the same architecture to start from its weights")
-    if other.tokenizer != tokenizer:
-        raise ConfigError(f"checkpoint.init_from={source} was trained with the {other.tokenizer.name} tokenizer, "
-                          f"but this run's data uses {tokenizer.name}; tokenize the data with the same tokenizer")
-    print(f"initialized from {path} step {other.step} (weights only; the optimizer starts afresh)")
-    return other.params

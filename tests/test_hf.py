@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 import tokenizers
+import yaml
 from tokenizers import decoders, models
 
 from conftest import REPO, data_path
@@ -137,7 +138,7 @@ def test_load_hf_reads_bfloat16_and_sharded_files(tmp_path):
 def _make_run(run_dir, tokenizer, **model):
     """A gptjax run directory holding one perturbed random checkpoint (step 0)."""
     cfg = base_config()
-    for key, value in dict(block_size=16, num_layers=2, num_heads=4, d_model=32, **model).items():
+    for key, value in {**dict(block_size=16, num_layers=2, num_heads=4, d_model=32), **model}.items():
         cfg.model[key] = value
     validate(cfg)
     model_config = ModelConfig.from_config(cfg.model, tokenizer.vocab_size)
@@ -371,6 +372,42 @@ def test_fine_tune_straight_from_a_hugging_face_directory(tmp_path, capsys):
     assert np.isfinite(train(cfg, tmp_path / "ft")["loss"])
     assert f"initialized from {src} step 0 (weights only" in capsys.readouterr().out
     cfg.model.d_model = 64
-    with pytest.raises(Exception, match="holds a model with model.d_model=32, but this config has 64"):
+    with pytest.raises(Exception, match=r"holds another architecture than this config sets: model.d_model=64 "
+                                        r"\(the source has 32\)"):
         train(cfg, tmp_path / "wider")
+
+
+def test_fine_tune_from_an_export_in_a_folder_of_any_name(tmp_path, capsys):
+    """An exported run, in a folder named anything, with its tokenizer read from a copy elsewhere: the tokenizer is
+    the same by content, and the architecture (bias-free, untied) comes back from the export, not from the config."""
+    from gptjax.trainer import train
+
+    (tmp_path / "tok").mkdir()
+    _tiny_hf_tokenizer(tmp_path / "tok")
+    tokenizer = build_tokenizer(str(tmp_path / "tok" / "tokenizer.json"))
+    run_dir = _make_run(tmp_path / "base", tokenizer, use_bias=False, tie_embeddings=False, num_layers=3)
+    export = export_hf(run_dir, tmp_path / "my model, v2")
+    assert load_hf(export).model_config.use_bias is False  # the export says so; GPT-2 itself always has biases
+    (tmp_path / "text.txt").write_text(TEXT * 20)
+    cfg = base_config()  # no model keys: they come from the export
+    cfg.data.source, cfg.data.path = "text", str(tmp_path / "text.txt")
+    cfg.data.tokenizer = str(tmp_path / "tok")  # the same tokenizer from another folder
+    cfg.checkpoint.init_from = str(export)
+    cfg.train.update(steps=2, batch_size=2, eval_every=0, eval_batches=1, log_every=1, sample_tokens=0)
+    validate(cfg)
+    assert np.isfinite(train(cfg, tmp_path / "ft")["loss"])
+    said = capsys.readouterr().out
+    assert "model from checkpoint.init_from: block_size=16, d_ff=128, d_model=32, num_layers=3, " \
+           "tie_embeddings=False, use_bias=False" in said and f"initialized from {export} step 0" in said
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["model"]
+    assert saved["use_bias"] is False and saved["num_layers"] == 3
+    cfg.train.steps = 3
+    assert np.isfinite(train(cfg, tmp_path / "ft")["loss"])  # the same command (one step more) resumes it
+    cfg.train.steps = 2
+
+    # Every key that disagrees, named at once.
+    cfg.model.num_layers, cfg.model.norm = 5, "rmsnorm"
+    with pytest.raises(Exception, match=r"model.norm='rmsnorm' \(the source has 'layernorm'\), model.num_layers=5 "
+                                        r"\(the source has 3\); leave those keys out"):
+        train(cfg, tmp_path / "other")
 

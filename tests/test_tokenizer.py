@@ -121,3 +121,21 @@ def test_hub_name_offline_fails_fast_with_local_hint(monkeypatch):
     message = str(e.value)
     assert "\n" not in message and "could not be fetched" in message
     assert "tokenizer.json" in message and "--config.data.tokenizer=/path/to/gpt2" in message
+
+
+def test_a_tokenizer_is_identified_by_its_content_not_its_name(tmp_path, gpt2_dir):
+    from_files = build_tokenizer(str(gpt2_dir))  # vocab.json + merges.txt
+    from_json = build_tokenizer(str(gpt2_dir / "tokenizer.json"))
+    assert from_files == from_json and from_files.fingerprint == from_json.fingerprint
+    from_files.save(tmp_path / "a folder named anything")
+    moved = load_tokenizer(tmp_path / "a folder named anything")
+    moved.name = "renamed"
+    assert moved == from_json
+    assert CharTokenizer.from_text("abc") == CharTokenizer(list("cab"), name="other")
+    assert CharTokenizer.from_text("abc") != CharTokenizer.from_text("abd")
+    assert ByteTokenizer() != CharTokenizer.from_text("abc")
+    merges = (gpt2_dir / "merges.txt").read_text().splitlines()
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "vocab.json").write_text((gpt2_dir / "vocab.json").read_text())
+    (tmp_path / "edited" / "merges.txt").write_text("\n".join(merges[:1] + merges[2:] + merges[1:2]) + "\n")
+    assert build_tokenizer(str(tmp_path / "edited")) != from_files  # one merge's rank changed

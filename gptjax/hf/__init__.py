@@ -75,10 +75,11 @@ def fresh_directory(path: Path, what: str) -> None:
 
 
 # Imported after what they share from here (HFError, the file names, dotted, fresh_directory).
-from gptjax.hf.reading import import_hf, load_hf  # noqa: E402
+from gptjax.hf.reading import import_hf, load_hf, model_values  # noqa: E402
 from gptjax.hf.writing import export_family, export_hf, hf_tokenizer_object  # noqa: E402
 
-__all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer_object", "import_hf", "load_hf", "main"]
+__all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer_object", "import_hf", "load_hf", "main",
+           "model_values"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

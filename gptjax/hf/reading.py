@@ -210,6 +210,10 @@ def _gpt2_weights(tensors: dict, mc: ModelConfig, where: Path) -> dict[str, np.n
     for ours, theirs in GPT2_LAYER:
         out[f"blocks.{ours}"] = _stack(t.take, L, pre + "h.{}." + theirs)  # Conv1D weights are [in, out] already
     out["ln_f.scale"], out["ln_f.bias"] = t.take(pre + "ln_f.weight"), t.take(pre + "ln_f.bias")
+    if not mc.use_bias and (nonzero := [k for k, a in out.items() if k.endswith(".bias") and np.any(a)]):
+        raise HFError(f"{where}/config.json records a bias-free gptjax model (gptjax.use_bias=false), but "
+                      f"{nonzero[0]} is not zero: the model was trained with biases since; remove the 'gptjax' "
+                      "entry from config.json to load it with its biases")
     if mc.tie_embeddings:
         t.drop("lm_head.weight")  # a copy of wte when a file stores it
     else:
@@ -281,6 +285,25 @@ def _run_config(model_values: dict, tokenizer_spec: str) -> ml_collections.Confi
     return cfg
 
 
+def model_values(path: str | Path) -> dict:
+    """The gptjax model section that a Hugging Face model directory's config.json describes (nothing else read)."""
+    directory, _, _ = _resolve_source(path)
+    return _model_values(_read_json(directory / "config.json"), directory)
+
+
+def _model_values(hf: dict, directory: Path) -> dict:
+    arch = _architecture(hf, directory)
+    try:
+        values = _gpt2_model_config(hf, directory) if arch == "gpt2" else _llama_model_config(hf, directory)
+    except KeyError as e:
+        raise HFError(f"{directory}/config.json lacks {e.args[0]}, which a {arch} config needs") from None
+    # What the HF architecture cannot say, recorded by gptjax's export: a bias-free model exported as GPT-2 (which
+    # always has biases) carries zeros, and comes back bias-free.
+    if (hf.get("gptjax") or {}).get("use_bias") is False:
+        values["use_bias"] = False
+    return values
+
+
 def load_hf(path: str | Path, *, block_size: int | None = None, mesh=None):
     """A Hugging Face GPT2LMHeadModel or LlamaForCausalLM directory (or, when no such directory exists and
     huggingface_hub can fetch it, a hub name) as a gptjax Run at step 0, with parameters on `mesh` (default: every
@@ -289,10 +312,7 @@ def load_hf(path: str | Path, *, block_size: int | None = None, mesh=None):
     directory, name, spec = _resolve_source(path)
     hf = _read_json(directory / "config.json")
     arch = _architecture(hf, directory)
-    try:
-        values = _gpt2_model_config(hf, directory) if arch == "gpt2" else _llama_model_config(hf, directory)
-    except KeyError as e:
-        raise HFError(f"{directory}/config.json lacks {e.args[0]}, which a {arch} config needs") from None
+    values = _model_values(hf, directory)
     if block_size is not None:
         if not 0 < block_size <= values["block_size"]:
             raise HFError(f"block_size={block_size} must be in 1..{values['block_size']} (the model's context)")

@@ -58,6 +58,8 @@ def _gpt2_export(p: dict, mc: ModelConfig) -> tuple[dict, dict]:
         "n_positions": mc.block_size, "n_embd": d, "n_layer": L, "n_head": mc.num_heads, "n_inner": mc.ff_dim,
         "activation_function": "gelu_new", "layer_norm_epsilon": mc.norm_eps, "initializer_range": mc.init_std,
         "resid_pdrop": mc.dropout, "embd_pdrop": mc.dropout, "attn_pdrop": mc.attn_dropout,
+        # GPT-2 has biases everywhere, so a bias-free model is written with zeros: this says so, for the import.
+        "gptjax": {"use_bias": mc.use_bias},
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "tie_word_embeddings": mc.tie_embeddings,
     }
