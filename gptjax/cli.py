@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hf": ("gptjax.hf", "import a Hugging Face model as a run, or export a run to Hugging Face"),
     "bench": ("gptjax.bench", "time the train step: tokens/s, MFU, compile time, memory, input pipeline"),
     "plot": ("gptjax.plot", "plot runs' loss curves, or a data-preparation report, to a PNG"),
+    "config": ("gptjax.show_config", "show a resolved config, what every key means, or the shipped configs"),
     "lm-eval": ("gptjax.lm_eval_adapter", "lm-evaluation-harness's command line, with gptjax as a model"),
 }
 

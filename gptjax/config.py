@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import os
 import re
 import traceback
@@ -169,9 +170,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     base, check = base or base_config, check or validate
     cfg = base()
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
+        path = find_config(path)
         if path.suffix == ".py":
             cfg = _load_py(path)
         elif path.suffix in (".yaml", ".yml"):
@@ -185,6 +184,29 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         set_value(cfg, key, parse_override(cfg, key, raw))
     check(cfg)
     return cfg
+
+
+# The configs that ship with gptjax, inside the package (the repository's configs/ points here), so that a preset
+# is named from any directory: --config gpt2_small, --config data/legal_web.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix() for p in SHIPPED_CONFIGS.rglob("*.py"))
+
+
+def find_config(path: str | os.PathLike) -> Path:
+    """A config file's path: the file itself, or the shipped config of that name (with or without .py)."""
+    given = Path(path)
+    if given.exists():
+        return given
+    shipped = SHIPPED_CONFIGS / given.with_suffix(".py") if not given.is_absolute() else None
+    if shipped is not None and given.suffix in ("", ".py") and shipped.exists():
+        return shipped
+    names = shipped_configs()
+    close = difflib.get_close_matches(given.with_suffix("").as_posix(), names, n=1)
+    raise ConfigError(f"config file {path} does not exist" + (f"; did you mean {close[0]}?" if close else "")
+                      + f" (shipped configs: {', '.join(names)})")
 
 
 def parse_override(cfg: ml_collections.ConfigDict, key: str, raw: str) -> Any:
@@ -490,6 +512,12 @@ def settings_warnings(cfg: ml_collections.ConfigDict) -> list[str]:
     if o.decay_steps and o.decay_steps < o.warmup_steps:
         found.append(f"optim.decay_steps={o.decay_steps} ends before optim.warmup_steps={o.warmup_steps}: the "
                      "learning rate decays before it has warmed up; raise optim.decay_steps (0: train.steps)")
+    elif o.decay_steps > t.steps > o.warmup_steps:  # a pinned decay that a shortened run never finishes
+        done = (t.steps - o.warmup_steps) / (o.decay_steps - o.warmup_steps)
+        end = o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * done))
+        found.append(f"optim.decay_steps={o.decay_steps} is more than train.steps={t.steps}: the run ends at "
+                     f"lr {end:.3g}, before the cosine reaches optim.min_lr={o.min_lr:g}; set optim.decay_steps=0 "
+                     "to decay over train.steps")
     return found
 
 

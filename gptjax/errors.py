@@ -9,6 +9,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -30,6 +31,9 @@ def report_errors(work: Callable[[], int | None], *, prefix: str = "error") -> i
     except KeyboardInterrupt:  # Ctrl-C where a tool has no handler of its own: the shell's status for it
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`gptjax config keys | head`): what it took was enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
+        return 0
     return 0 if status is None else int(status)
 
 

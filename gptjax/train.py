@@ -27,17 +27,25 @@ from pathlib import Path  # noqa: E402
 
 from gptjax import distributed  # noqa: E402
 from gptjax.command import parse_args  # noqa: E402
-from gptjax.config import load_config  # noqa: E402
+from gptjax.config import load_config, to_yaml  # noqa: E402
 from gptjax.errors import report_errors  # noqa: E402
 from gptjax.trainer import Trainer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv, prog="python -m gptjax.train", doc=__doc__)
+    def options(parser):
+        parser.add_argument("--print_config", action="store_true",
+                            help="print the resolved config as YAML (what the run would save) and exit")
+
+    args, overrides = parse_args(argv, prog="python -m gptjax.train", doc=__doc__, add_arguments=options)
     workdir = Path(args.workdir or Path("runs") / (Path(args.config).stem if args.config else "default"))
 
     def work() -> None:
-        Trainer(load_config(args.config, overrides), workdir).run()
+        cfg = load_config(args.config, overrides)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return
+        Trainer(cfg, workdir).run()
 
     try:
         status = report_errors(work)

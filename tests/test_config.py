@@ -139,3 +139,15 @@ def test_a_warmup_longer_than_the_run_is_warned_not_refused():
     assert len(found) == 1 and "optim.warmup_steps=1000 is more than train.steps=3" in found[0]
     found = warnings(load_config(None, ["optim.decay_steps=50", "optim.warmup_steps=100"]))
     assert len(found) == 1 and "decays before it has warmed up" in found[0]
+
+
+def test_a_pinned_decay_longer_than_a_shortened_run_is_warned():
+    """The baby recipe pins decay_steps=2000: cut to 40 steps, its learning rate barely starts to fall."""
+    from gptjax.config import settings_warnings as warnings
+
+    found = warnings(load_config(str(REPO / "configs/shakespeare_char_cpu.py"), ["train.steps=200"]))
+    assert found == ["optim.decay_steps=2000 is more than train.steps=200: the run ends at lr 0.000994, before the "
+                     "cosine reaches optim.min_lr=0.0001; set optim.decay_steps=0 to decay over train.steps"]
+    assert warnings(load_config(str(REPO / "configs/shakespeare_char_cpu.py"), [])) == []
+    assert warnings(load_config(str(REPO / "configs/shakespeare_char_cpu.py"),
+                                ["train.steps=200", "optim.decay_steps=0"])) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gptjax.data.prepare import base_config, source
 
-DATA = Path(os.environ.get("GPTJAX_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = Path(os.environ.get("GPTJAX_DATA_DIR", Path(__file__).resolve().parents[4] / "shared" / "data"))
 
 
 def get_config():
