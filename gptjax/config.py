@@ -41,7 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.remat": ("none", "full", "dots"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "data.source": ("stdlib", "text", "shards"),
+    "data.source": ("stdlib", "text", "shards", "files"),
     "train.nonfinite": ("stop", "skip"),
 }
 
@@ -82,8 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=False,  # true: compile one layer and loop over it, so compile time stays flat in depth
     )
     c.data = dict(
-        source="stdlib",  # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards
-        path=_optional(str),  # a local text file (source=text)
+        # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards; files: data.path
+        # is files or folders of .txt, .jsonl, .parquet, .warc, cleaned and tokenized into RUN/prepared first
+        source="stdlib",
+        path=_optional(str),  # source=text: a local text file; source=files: PATH[,PATH...] ([NAME=]PATH)
         url=_optional(str),  # where to download data.path from when it is missing and the machine is online
         # Prepared token shards: DIR (with train/, optional val/ and tokenizer/), or a weighted mixture
         # DIR:WEIGHT,DIR:WEIGHT,... (weights are normalized; without weights, every window is equally likely).
@@ -164,9 +166,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
-                base=None, check=None) -> ml_collections.ConfigDict:
-    """Loads base() (default: base_config), then a .py (get_config()) or .yaml file, then `key.path=value`
-    overrides, and validates with check() (default: validate). Other commands pass their own schema."""
+                base=None, check=None, extend=None) -> ml_collections.ConfigDict:
+    """Loads base() (default: base_config), then a .py (get_config()) or .yaml file, then extend(cfg) when given,
+    then `key.path=value` overrides, and validates with check() (default: validate). Other commands pass their
+    own schema."""
     base, check = base or base_config, check or validate
     cfg = base()
     if path is not None:
@@ -177,6 +180,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             _apply_mapping(cfg, _load_yaml(path), prefix="")
         else:
             raise ConfigError(f"config file {path}: expected a .py (with get_config()) or .yaml file")
+    if extend is not None:
+        extend(cfg)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key.path=value")
@@ -307,6 +312,9 @@ def _raise_unknown(node, parts: list[str]):
     close = difflib.get_close_matches(parts[-1], valid, n=1)
     hint = f" (did you mean {'.'.join(parts[:-1] + close)}?)" if close else ""
     where = ".".join(parts[:-1]) or "the config"
+    if not valid:  # an open section (prepare's sources) that the config file has put nothing in
+        raise ConfigError(f"unknown key {key}: {where} has no {parts[-1]!r} (it is empty); add one in a config "
+                          f"file first" + (", or name files with --source NAME=PATH" if where == "sources" else ""))
     raise ConfigError(f"unknown key {key}{hint}; valid keys in {where}: {', '.join(valid)}")
 
 
@@ -362,11 +370,18 @@ def _coerce(key: str, value: Any, expected: type | None) -> Any:
 # Validation: everything that can be known to be wrong before a device is touched
 
 
+FILES_HINT = ("; for your own files (.txt, .jsonl, .parquet, .warc, or folders of them) use data.source=files "
+              "with data.path=PATH[,PATH...] (or `train --data PATH`): they are cleaned, deduplicated and tokenized "
+              "into the run directory first")
+NOT_PLAIN_TEXT = (".jsonl", ".jsonl.gz", ".ndjson", ".json", ".parquet", ".warc", ".warc.gz", ".gz", ".zip")
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
     for key, allowed in CHOICES.items():
         section, leaf = key.split(".")
         if section != "model" and cfg[section][leaf] not in allowed:  # the model's: check_model below
-            raise ConfigError(f"{key}={cfg[section][leaf]!r} is not one of: {', '.join(allowed)}")
+            hint = FILES_HINT if key == "data.source" else ""
+            raise ConfigError(f"{key}={cfg[section][leaf]!r} is not one of: {', '.join(allowed)}{hint}")
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
     check_model(m, vocab_size_known=False)
@@ -380,8 +395,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1)")
-    if d.source == "text" and not d.path:
-        raise ConfigError("data.source='text' needs data.path (a local text file), e.g. --config.data.path=input.txt")
+    if d.source in ("text", "files") and not d.path:
+        raise ConfigError(f"data.source={d.source!r} needs data.path, e.g. --config.data.path=input.txt"
+                          + (" (or a folder, or several paths separated by commas)" if d.source == "files" else ""))
+    if d.source == "text" and d.path and Path(d.path).is_dir():
+        raise ConfigError(f"data.path={d.path} is a folder; data.source='text' reads one text file{FILES_HINT}")
+    if d.source == "text" and d.path and d.path.lower().endswith(NOT_PLAIN_TEXT):
+        raise ConfigError(f"data.path={d.path} is not plain text: data.source='text' would train on its raw bytes "
+                          f"(JSON syntax and all){FILES_HINT}")
     if d.source == "shards" and not d.shards:
         raise ConfigError("data.source='shards' needs data.shards (a directory with train/ and val/ token shards)")
     if cfg.log.wandb and not cfg.log.wandb_project:

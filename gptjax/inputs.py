@@ -51,12 +51,61 @@ def prepare_data(cfg: ml_collections.ConfigDict, run_dir: str | Path | RunDir, w
             name: s.weight for name, s in mixture.items()}
         return Inputs(tokenizer, train, val, weights)
 
+    if d.source == "files":
+        return _curated_files(cfg, run_dir, write)
     if write:
         tokenizer = _text_data(cfg, run_dir)
     else:
         tokenizer = load_tokenizer(run_dir.tokenizer)
     val = {d.source: open_split(run_dir.data / "val")} if (run_dir.data / "val").exists() else {}
     return Inputs(tokenizer, {d.source: open_split(run_dir.data / "train")}, val, None)
+
+
+def _curated_files(cfg: ml_collections.ConfigDict, run_dir: RunDir, write: bool) -> Inputs:
+    """data.source=files: the files cleaned, filtered, deduplicated and tokenized by gptjax.data.prepare into
+    RUN/prepared (a source per file, or per suffix of a folder; its report in RUN/prepared/report.md), then read
+    as one mixture, every window equally likely. prepare redoes a stage only when its files or settings changed,
+    so a resume costs a check."""
+    from gptjax.data import prepare  # datatrove and its pipeline: needed by this source only
+
+    d = cfg.data
+    spec = d.tokenizer
+    if spec == "char":  # the default, for one text; the sources of files each get the same, from any text
+        spec = "byte"
+        if write:
+            print("data: the char tokenizer needs one text to take its characters from; files are tokenized as "
+                  "bytes (set data.tokenizer=gpt2, a tokenizer.json or a directory for BPE)")
+    out = run_dir.path / "prepared"
+    pcfg = prepare.load(None, [f"tokenizer.name={spec}", f"split.val_fraction={d.val_fraction}"],
+                        [p.strip() for p in d.path.split(",") if p.strip()])
+    # What the tokens are made from: on a started run, files that changed are refused (as a changed text is),
+    # since prepare would otherwise redo its stages and the run go on with other data without a word.
+    now = {"source": "files", "paths": d.path, "tokenizer": spec, "val_fraction": d.val_fraction,
+           "files": [f for s in pcfg.sources.values() for f in prepare.input_files(s)]}
+    saved = _read_json(run_dir.data_source)
+    if write and run_dir.started() and saved is not None and saved != now:
+        if not d.retokenize:
+            raise DataError(f"the data files changed since {out} was prepared from them "
+                            f"({prepare.describe_change(saved, now)}); the run would go on with other data; start "
+                            "a new --workdir, or set --config.data.retokenize=true to prepare them again and "
+                            "continue this run on them")
+        print(f"data: the files changed ({prepare.describe_change(saved, now)}); preparing them again "
+              "(data.retokenize=true)")
+    if write:
+        prepare.prepare(pcfg, out)
+        run_dir.data_source.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(run_dir.data_source, json.dumps(now, indent=1))
+    tokenizer = load_tokenizer(out / "tokenizer")
+    if write and not (run_dir.tokenizer.exists() and _saved_tokenizer(run_dir) == tokenizer):
+        tokenizer.save(run_dir.tokenizer)
+    names = list(pcfg.sources)
+    for name in names:
+        if not any((out / name / "train").glob("*.ds")):
+            raise DataError(f"no document of source {name} ({pcfg.sources[name].path}) was left after cleaning and "
+                            f"deduplication (see {out / 'report.md'}); check the files, or leave that path out")
+    train = {name: open_split(out / name / "train") for name in names}
+    val = {name: open_split(out / name / "val") for name in names if any((out / name / "val").glob("*.ds"))}
+    return Inputs(tokenizer, train, val, None)
 
 
 def _text_data(cfg: ml_collections.ConfigDict, run_dir: RunDir) -> Tokenizer:

@@ -3,6 +3,7 @@
     python -m gptjax.train                                   # the built-in job: a small model on Python's stdlib
     python -m gptjax.train --config configs/shakespeare_char_cpu.py --workdir runs/baby
     python -m gptjax.train --config configs/gpt2_small.py --config.train.batch_size=8
+    python -m gptjax.train --data notes/ --data papers.jsonl        # your own files, curated first
 
 Running it again on the same --workdir continues from the latest checkpoint, exactly; SIGTERM or Ctrl-C saves a
 checkpoint and exits 0. The run directory holds config.yaml (the resolved config: `--config RUN/config.yaml`
@@ -36,8 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     def options(parser):
         parser.add_argument("--print_config", action="store_true",
                             help="print the resolved config as YAML (what the run would save) and exit")
+        parser.add_argument("--data", action="append", default=[], metavar="[NAME=]PATH",
+                            help="train on your own files: a .txt/.md, .jsonl(.gz), .parquet or .warc(.gz) file, or "
+                                 "a folder of them (repeatable); they are cleaned, deduplicated and tokenized into "
+                                 "RUN/prepared first (data.source=files)")
 
     args, overrides = parse_args(argv, prog="python -m gptjax.train", doc=__doc__, add_arguments=options)
+    if args.data:
+        overrides = ["data.source=files", f"data.path={','.join(args.data)}", *overrides]
     workdir = Path(args.workdir or Path("runs") / (Path(args.config).stem if args.config else "default"))
 
     def work() -> None:

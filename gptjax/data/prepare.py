@@ -39,6 +39,7 @@ from gptjax.config import ConfigError, load_config, to_yaml
 from gptjax.data import DataError
 from gptjax.data.dedup import deduplicate
 from gptjax.data.executors import run_datatrove, stage_stats
+from gptjax.data.paths import sources_from_paths
 from gptjax.data.readers import REPORTED_COUNTERS, SafeJsonlReader
 from gptjax.data.shards import write_shard
 from gptjax.data.stages import (CLEANING_CODE, EnglishWords, FineWebQuality, LanguageFilter, MainText, Normalize,
@@ -130,14 +131,23 @@ def _skipped(s) -> list[str]:
     return [name.strip() for name in s.skip.split(",") if name.strip()]
 
 
-def load(path: str | None, overrides: list[str]) -> ml_collections.ConfigDict:
+def load(path: str | None, overrides: list[str], paths: list[str] = ()) -> ml_collections.ConfigDict:
+    """The config file (or none), then a source for each of `paths` ([NAME=]PATH: gptjax.data.paths), then the
+    overrides (which may set those sources' keys: --config.sources.NAME.text_key=body)."""
     def base():
         c = base_config()
         if path and Path(path).suffix in (".yaml", ".yml"):  # a saved config: recreate its sources to fill in
             for name in (yaml.safe_load(Path(path).read_text()) or {}).get("sources", {}) or {}:
                 c.sources[name] = source("jsonl", "")
         return c
-    return load_config(path, overrides, base=base, check=validate)
+
+    def add_paths(cfg):
+        for name, s in sources_from_paths(list(paths)).items():
+            if name in cfg.sources:
+                raise ConfigError(f"--source {name}: the config already has a source of that name; name it: "
+                                  "--source OTHER=PATH")
+            cfg.sources[name] = s
+    return load_config(path, overrides, base=base, check=validate, extend=add_paths if paths else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -482,12 +492,15 @@ def render_report(report: dict) -> str:
                      f"{tokens.get('train', {}).get('tokens', 0):,} | {tokens.get('val', {}).get('tokens', 0):,} | "
                      f"{tokens.get('chars_per_token', 0)} |")
     lines += ["", "Removed or changed by stage (every record skipped is counted):", ""]
+    before = len(lines)
     for name, r in report["sources"].items():
         for step in r["cleaning"]:
             dropped = {k: v for k, v in step.items()
                        if v and (k.startswith(("dropped", "removed")) or k in REPORTED_COUNTERS)}
             if dropped:
                 lines.append(f"- {name} / {step['step']}: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
+    if len(lines) == before:
+        lines.append("- none: no cleaning step removed or changed a document")
     lines += ["", "Time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]
     return "\n".join(lines)
 
@@ -496,12 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     def options(parser):
         parser.add_argument("--force", action="store_true",
                             help="redo every stage, even those whose inputs and settings did not change")
+        parser.add_argument("--source", action="append", default=[], metavar="[NAME=]PATH",
+                            help="a file or folder of .txt/.md, .jsonl(.gz), .parquet or .warc(.gz) files to "
+                                 "prepare, without a config file (repeatable; a folder gives a source per suffix)")
 
     args, overrides = parse_args(argv, prog="python -m gptjax.data.prepare", doc=__doc__, add_arguments=options)
     out = Path(args.workdir or Path("prepared") / (Path(args.config).stem if args.config else "data"))
 
     def work() -> None:
-        cfg = load(args.config, overrides)
+        cfg = load(args.config, overrides, args.source)
         check_writable(out, "the output directory", "choose a writable --workdir")
         try:
             prepare(cfg, out, force=args.force)
