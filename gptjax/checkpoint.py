@@ -277,6 +277,11 @@ class Checkpoints:
                     if not self.read_only and jax.process_index() == 0:  # kept for inspection, out of the way
                         path.rename(path.with_name(f"{candidate}.unreadable"))
                         manager.reload()
+        if step is not None:  # the one asked for: say which others there are
+            others = ", ".join(str(s) for s in sorted(manager.all_steps()) if s != step) or "none"
+            raise CheckpointError(f"checkpoint {step} in {manager.directory} cannot be read ({errors[0][:300]}); "
+                                  f"other steps there: {others}; pick one of those, or leave the step out for the "
+                                  "newest readable one")
         raise CheckpointError(f"no readable checkpoint in {manager.directory} ({'; '.join(errors)[:600]}); "
                               "if the model changed since it was saved, use a new --workdir")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from typing import Any, Callable, Mapping
 
 import jax
@@ -162,3 +163,16 @@ def print_sample(info: StepInfo) -> None:
                       vocab_size=tokenizer.vocab_size)  # a padded table's extra ids decode to nothing
     if trainer.main_process:
         print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
+
+
+def print_next_steps(info: StepInfo) -> None:
+    """Where the run is, its checkpoint, and the commands that come next."""
+    trainer = info.trainer
+    if not trainer.main_process:
+        return
+    run, saved = shlex.quote(str(trainer.run_dir.path)), trainer.last_checkpoint
+    where = f"checkpoint {trainer.run_dir.checkpoints / str(saved)}" if saved is not None else "no checkpoint saved"
+    print(f"run {trainer.run_dir.path}: step {info.step}, {where}\n"
+          f"  sample:   python -m gptjax.sample --workdir {run} --prompt 'Once'\n"
+          f"  evaluate: python -m gptjax.evaluate --workdir {run} --task val_loss\n"
+          f"  continue: the same command with a larger --config.train.steps (now {trainer.cfg.train.steps})")

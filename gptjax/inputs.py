@@ -144,7 +144,8 @@ def _text_data(cfg: ml_collections.ConfigDict, run_dir: RunDir) -> Tokenizer:
         raise RunDirError(f"cannot write the tokenized data to {run_dir.data}: {e.strerror or e}; free disk space "
                           "or choose a writable --workdir") from None
     write_atomically(run_dir.data_source, json.dumps(now, indent=1))
-    print(f"data: {len(text):,} characters -> {counts} tokens ({tokenizer.name}, vocab {tokenizer.vocab_size})")
+    print(f"data: {len(text):,} characters -> {counts.get('train', 0):,} training + {counts.get('val', 0):,} "
+          f"validation tokens ({tokenizer.name} tokenizer, vocabulary {tokenizer.vocab_size})")
     return tokenizer
 
 

@@ -39,7 +39,7 @@ from gptjax.compile_cache import use_compile_cache
 from gptjax.config import EvalTask, parse_eval_tasks, read_saved, resume_changes, settings_warnings, to_yaml
 from gptjax.data.loader import WindowLoader
 from gptjax.errors import GptjaxError, Interrupted
-from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_sample
+from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_next_steps, print_sample
 from gptjax.hostmem import advice as hostmem_advice
 from gptjax.init_from import Source, adopt_architecture, weights_from
 from gptjax.inputs import Inputs, check_vocabulary, prepare_data
@@ -290,7 +290,8 @@ class Trainer:
         print(f"model: {count_params(mc) / 1e6:.2f}M parameters ({mc.num_layers} layers, {mc.num_heads} heads, "
               f"{mc.d_model} wide, block {mc.block_size}, vocab {mc.vocab_size}); "
               f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
-        print(f"mesh: {dict(built.mesh.shape)}; parameters + optimizer state per device: "
+        print(f"mesh: {' x '.join(f'{axis} {n}' for axis, n in built.mesh.shape.items())}; parameters + optimizer "
+              "state per device: "
               f"{built.bytes_per_device() / 2**20:,.1f} MiB")
         if jax.default_backend() == "cpu" and self.main_process and (tip := hostmem_advice()):
             print(tip)
@@ -373,6 +374,7 @@ class Trainer:
         try:
             self._loop(start, hooks)
         finally:
+            self.last_checkpoint = self.checkpoints.latest_step()
             try:
                 self.checkpoints.close()
             finally:
@@ -380,7 +382,7 @@ class Trainer:
                     getattr(listener, "close", lambda: None)()
                 self.tracker.close()
         if "stopped_at" not in self.final:
-            for fn in ([print_sample] if self.default_hooks else []) + self.finish_hooks:
+            for fn in ([print_sample, print_next_steps] if self.default_hooks else []) + self.finish_hooks:
                 fn(StepInfo(max(start, t.steps), self.state, self))
         return self.final
 
@@ -412,7 +414,7 @@ class Trainer:
                 if stopping:
                     self.checkpoints.wait()
                     saved = self.checkpoints.latest_step() == step
-                    print(f"stopped by {stop.received} after step {step}; " + (
+                    tracking.echo(f"stopped by {stop.received} after step {step}; " + (
                         f"checkpoint saved in {self.checkpoints.directory}/{step}; run the same command to resume"
                         if saved else "no checkpoint saved"))
                     self.final["stopped_at"] = step

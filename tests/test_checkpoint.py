@@ -97,7 +97,8 @@ def test_a_flipped_byte_is_caught_by_the_checksums_and_the_one_before_is_used(tm
     # Asked for by step (gptjax sample --step 2 on a copy), the damaged one is an error, not a silent read.
     (tmp_path / "checkpoints" / "2.unreadable").rename(tmp_path / "checkpoints" / "2")
     reader = Checkpoints(tmp_path, read_only=True)
-    with pytest.raises(CheckpointError, match=r"does not match its checksum"):
+    with pytest.raises(CheckpointError, match=r"checkpoint 2 in .* cannot be read \(.*does not match its checksum.*"
+                                              r"\); other steps there: 1; pick one of those"):
         reader.restore(big_state(0), step=2)
     reader.close()
 

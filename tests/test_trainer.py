@@ -55,6 +55,17 @@ def test_hooks_run_in_order_at_their_steps_and_their_results_join_the_final_metr
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [3, 6]
 
 
+def test_a_run_ends_by_saying_where_it_is_and_what_comes_next(tmp_path, capsys):
+    Trainer(load_config(None, QUICK), tmp_path / "my run").run()
+    said = capsys.readouterr().out
+    run = tmp_path / "my run"
+    assert f"run {run}: step 6, checkpoint {run}/checkpoints/6\n" in said
+    assert f"  sample:   python -m gptjax.sample --workdir '{run}' --prompt 'Once'" in said  # quoted for the shell
+    assert f"  evaluate: python -m gptjax.evaluate --workdir '{run}' --task val_loss" in said
+    assert "continue: the same command with a larger --config.train.steps (now 6)" in said
+    assert "mesh: data 1 x fsdp 1 x tensor 1; parameters" in said and "{" not in said.split("compiled")[0]
+
+
 def test_without_default_hooks_the_loop_only_steps(tmp_path):
     trainer = Trainer(load_config(None, QUICK), tmp_path / "run", default_hooks=False)
     read = []
