@@ -7,7 +7,8 @@
 
 Importing this module registers the model name "gptjax". Log-likelihoods come from gptjax.evaluate.Scorer, the
 same scorer as `python -m gptjax.evaluate`, so both report the same accuracy on the same requests.
-model_args: workdir (required), step or best=True (which checkpoint), batch_size, max_gen_toks (default 256).
+model_args: workdir (required), step or best=True (which checkpoint), batch_size (default 16; also lm-eval's own
+--batch_size), max_gen_toks (default 256).
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ class GptjaxLM(LM):
         self.scorer = Scorer(run, int(batch_size or DEFAULT_BATCH_SIZE))
         self.max_gen_toks = int(max_gen_toks)
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "GptjaxLM":
+        """--model_args ARGS plus what lm-eval adds from its own flags. lm-eval always passes --batch_size (1 when
+        not given), which would clash with model_args' batch_size: model_args wins, then an explicit --batch_size
+        other than that default, then this model's own default."""
+        from lm_eval import utils
+
+        args = utils.simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        cli_batch = extra.pop("batch_size", None)
+        if "batch_size" not in args and cli_batch not in (None, 1, "1"):
+            args["batch_size"] = cli_batch
+        return cls(**args, **extra)
+
     @property
     def tokenizer_name(self) -> str:
         return self.run.tokenizer.name
@@ -74,8 +89,11 @@ class GptjaxLM(LM):
         for (until, max_new), indices in groups.items():
             for start in range(0, len(indices), self.scorer.batch_size):
                 chunk = indices[start:start + self.scorer.batch_size]
-                prompts = [tokenizer.encode(requests[i].args[0]) if requests[i].args[0] else [self.scorer.prefix_id]
-                           for i in chunk]
+                # The context keeps its last block_size - max_gen_toks tokens, as lm-eval's hf model does, so that
+                # the continuation fits the window without the context sliding under it.
+                keep = max(1, block - max_new)
+                prompts = [(tokenizer.encode(requests[i].args[0]) if requests[i].args[0]
+                            else [self.scorer.prefix_id])[-keep:] for i in chunk]
                 rows = generate_batch(self.run.graphdef, self.run.params, prompts, block_size=block,
                                       max_new_tokens=max_new, temperature=0.0, stop_strings=list(until),
                                       tokenizer=tokenizer, vocab_size=tokenizer.vocab_size)

@@ -400,9 +400,19 @@ def test_lm_eval_agrees_with_gptjax(run, run_dir, tmp_path):
     got = lm.generate_until([Instance("generate_until", {}, ("def ", {"until": [stop], "max_gen_toks": 12}), 0)])
     assert got == [expected[:expected.index(stop)]]
 
-    # how lm-eval builds it from --model_args
-    built = GptjaxLM.create_from_arg_string(f"workdir={run_dir},batch_size=4", {"device": "cpu"})
+    # A context longer than the window keeps its last block_size - max_gen_toks tokens, as lm-eval's hf model does.
+    context = "def main():\n    return 1\n" * 20
+    kept = run.tokenizer.encode(context)[-(BLOCK - 12):]
+    expected = bytes(generate(run.graphdef, run.params, kept, block_size=BLOCK, max_new_tokens=12,
+                              temperature=0.0)[0].tolist()).decode("utf-8", "replace")
+    got = lm.generate_until([Instance("generate_until", {}, (context, {"until": ["\x00"], "max_gen_toks": 12}), 0)])
+    assert got == [expected]
+
+    # how lm-eval builds it from --model_args, with the --batch_size it always passes (1 when not given)
+    built = GptjaxLM.create_from_arg_string(f"workdir={run_dir},batch_size=4", {"device": "cpu", "batch_size": 1})
     assert built.run.step == 40 and built.scorer.batch_size == 4
+    assert GptjaxLM.create_from_arg_string(f"workdir={run_dir}", {"batch_size": 1}).scorer.batch_size == 16
+    assert GptjaxLM.create_from_arg_string(f"workdir={run_dir}", {"batch_size": 8}).scorer.batch_size == 8
 
 
 LM_EVAL_TASK_YAML = {
