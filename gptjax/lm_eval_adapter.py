@@ -13,6 +13,7 @@ model_args: workdir (required), step or best=True (which checkpoint), batch_size
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from gptjax.errors import GptjaxError, report_errors
 from gptjax.evaluate import DEFAULT_BATCH_SIZE, Scorer
 from gptjax.run import load_run
 from gptjax.sample import cut_at_stop, generate_batch
+from gptjax.tokenizer import hub_reachable
 
 
 def _as_bool(value) -> bool:
@@ -108,6 +110,14 @@ def main() -> int:
     (or a gptjax error loading the run) is one line and exit 2, like every gptjax command's bad input."""
     from lm_eval.__main__ import cli_evaluate
 
+    offline = not hub_reachable()
+    if offline:  # a hub task then fails at once from the local cache, not after a minute of retries
+        import datasets
+        import huggingface_hub
+
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+
     def work() -> None:
         try:
             cli_evaluate()
@@ -115,6 +125,10 @@ def main() -> int:
             if not str(e).startswith("Tasks not found"):
                 raise
             raise GptjaxError(f"{e}; `gptjax lm-eval ls tasks` lists the tasks lm-eval knows") from None
+        except ConnectionError as e:  # datasets' own, raised for a hub dataset it cannot fetch or find cached
+            where = "the Hugging Face hub cannot be reached" if offline else "it could not be fetched"
+            raise GptjaxError(f"a task's dataset is on the Hugging Face hub and {where} ({str(e)[:200]}); connect, "
+                              "or score a local copy with python -m gptjax.evaluate --task TASK --data FILE") from None
 
     return report_errors(work)
 

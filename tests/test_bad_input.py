@@ -109,3 +109,55 @@ def test_lm_eval_with_a_task_it_does_not_know(tmp_path):
     pytest.importorskip("lm_eval")
     one_line(gptjax("lm-eval", "--model", "gptjax", "--model_args", f"workdir={tmp_path}", "--tasks",
                     "no_such_task"), r"Tasks not found: no_such_task; `gptjax lm-eval ls tasks` lists")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Offline: a command that needs the Hugging Face hub says so in one line, at once, having written nothing
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from gptjax import lm_eval_adapter, tokenizer
+    from gptjax.data import prepare
+
+    for module in (tokenizer, prepare, lm_eval_adapter):
+        monkeypatch.setattr(module, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_prepare_of_a_hub_dataset_offline(tmp_path, offline, capsys):
+    from gptjax.data import prepare
+
+    (tmp_path / "cfg.py").write_text("from gptjax.data.prepare import base_config, source\n"
+                                     "def get_config():\n    c = base_config()\n"
+                                     "    c.sources.web = source('hf', 'HuggingFaceFW/fineweb-edu')\n    return c\n")
+    assert prepare.main(["--config", str(tmp_path / "cfg.py"), "--workdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the hub cannot be reached (no network?)" in err[0] and "HF_DATASETS_OFFLINE" in err[0]
+    assert not (tmp_path / "out").exists()
+    # A hub tokenizer offline: refused before the cleaning, not after it.
+    (tmp_path / "notes.txt").write_text("some words " * 100)
+    assert prepare.main(["--source", str(tmp_path / "notes.txt"), "--workdir", str(tmp_path / "out"),
+                         "--config.tokenizer.name=gpt2"]) == 2
+    assert "could not be fetched from the Hugging Face hub" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_lm_eval_of_a_hub_task_offline(tmp_path, offline, monkeypatch, capsys):
+    import datasets
+    import huggingface_hub
+
+    from gptjax import lm_eval_adapter
+    from gptjax.trainer import train
+    from gptjax.config import load_config
+
+    train(load_config(None, [t.removeprefix("--config.") for t in TINY]), tmp_path / "run")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets.config.HF_HUB_OFFLINE)
+    monkeypatch.setattr(sys, "argv", ["lm-eval", "run", "--model", "gptjax", "--model_args",
+                                      f"workdir={tmp_path / 'run'}", "--tasks", "hellaswag", "--limit", "2"])
+    capsys.readouterr()
+    assert lm_eval_adapter.main() == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the Hugging Face hub cannot be reached" in errors[0]

@@ -470,3 +470,14 @@ def test_a_page_is_done_only_when_both_outputs_have_it(make_site, tmp_path):
             return [r.rec_headers.get_header("WARC-Target-URI") for r in ArchiveIterator(f)]
 
     assert warc_urls() == urls and [r["url"] for r in read_jsonl(out)] == urls  # each page once, in both
+
+
+def test_a_crawl_that_fetches_nothing_fails_and_leaves_no_empty_output(tmp_path, capsys):
+    from gptjax.data.crawl import main
+
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a\nhttp://127.0.0.1:9/b\n")  # nothing listens there
+    out, warc = tmp_path / "pages.jsonl", tmp_path / "pages.warc.gz"
+    assert main(["--urls", str(tmp_path / "urls.txt"), "--out", str(out), "--warc", str(warc),
+                 "--allow-private"]) == 1
+    assert "error: no page was fetched (robots unavailable 2)" in capsys.readouterr().err
+    assert not out.exists() and not warc.exists() and (tmp_path / "pages.report.json").exists()

@@ -171,10 +171,20 @@ class _Crawler:
             self.seen.add(url)
             pending.setdefault(host, deque()).append(url)
         self.seen.clear()  # from here on it holds what this run has requested
-        for path in filter(None, (self.out, self.warc_path)):
+        outputs = [path for path in (self.out, self.warc_path) if path is not None]
+        new = [path for path in outputs if not path.exists()]
+        for path in outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
         if self.warc_path is not None and self.resume:
             _repair_warc(self.warc_path, self.done)
+        try:
+            self._fetch_all(pending)
+        finally:
+            for path in new:  # a crawl that fetched nothing leaves no empty output behind
+                if path.exists() and path.stat().st_size == 0:
+                    path.unlink()
+
+    def _fetch_all(self, pending: dict) -> None:
         with open(self.out, "ab") as self.out_file, \
                 (open(self.warc_path, "ab") if self.warc_path else io.BytesIO()) as warc_file:
             from warcio.warcwriter import WARCWriter
@@ -503,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
                        max_pages=args.max_pages, user_agent=args.user_agent, max_bytes=args.max_bytes,
                        resume=args.resume, allow_private=args.allow_private)
         print(render_report(report))
+        failed = {why: n for why, n in report["skipped"].items() if why not in ("already in output", "duplicate")}
+        if report["fetched"] == 0 and failed:  # not an empty success
+            print(f"error: no page was fetched ({', '.join(f'{why} {n}' for why, n in failed.items())}); see "
+                  f"{report_path(args.out)}", file=sys.stderr)
+            return 1
 
     try:
         return report_errors(work)

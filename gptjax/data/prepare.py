@@ -46,7 +46,7 @@ from gptjax.data.stages import (CLEANING_CODE, EnglishWords, FineWebQuality, Lan
                                 TextFileReader, WarcFileReader)
 from gptjax.errors import report_errors
 from gptjax.rundir import RunDirError, check_writable
-from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer
+from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer, env_flag, hub_reachable
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
 FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")  # the quality filters, in the order they run
@@ -349,6 +349,27 @@ def describe_change(saved: dict | None, now: dict) -> str:
 _DEDUP_SETTINGS = ("exact_dedup", "minhash_dedup", "minhash_threshold")  # the deduplication stage's, not cleaning's
 
 
+def preflight(cfg: ml_collections.ConfigDict) -> Tokenizer | None:
+    """What can fail before anything is written, checked first: every source readable as configured, and the
+    tokenizer (one that cannot be had, offline or from a wrong path, fails now rather than after the cleaning).
+    Returns the tokenizer, or None when one is to be trained."""
+    for name, s in cfg.sources.items():
+        check_columns(name, s)
+        check_reachable(name, s)
+    return None if cfg.tokenizer.train else build_tokenizer(cfg.tokenizer.name)
+
+
+def check_reachable(name: str, s: ml_collections.ConfigDict) -> None:
+    """A hub dataset with the hub out of reach is one line now, not the datasets library's minute of retries and
+    a failed task."""
+    if s.kind != "hf" or Path(s.path).exists() or env_flag("HF_DATASETS_OFFLINE") or env_flag("HF_HUB_OFFLINE"):
+        return
+    if not hub_reachable():
+        raise DataError(f"sources.{name}: {s.path} is a Hugging Face hub dataset, and the hub cannot be reached (no "
+                        f"network?); connect, point sources.{name}.path at a local copy, or set HF_DATASETS_OFFLINE=1 "
+                        "to read it from the local cache")
+
+
 def check_columns(name: str, s: ml_collections.ConfigDict) -> None:
     """Every parquet file of a source has its text column (datatrove would drop a file's rows with a warning in
     a log): one line naming the file, the columns it has and the key to set, before any work."""
@@ -388,8 +409,7 @@ def fresh_stage(name: str, stage: str, record: dict, record_path: Path, outputs:
 def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = False) -> dict:
     """Runs every stage for every source into `out`; a stage whose inputs and settings are unchanged since it
     last finished is skipped, one whose are not is redone with the stages after it. force: redo everything."""
-    for name, s in cfg.sources.items():  # before anything is written
-        check_columns(name, s)
+    tokenizer = preflight(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
@@ -452,8 +472,6 @@ def prepare(cfg: ml_collections.ConfigDict, out: str | Path, *, force: bool = Fa
     if cfg.tokenizer.train:
         tracking.echo(f"training a byte-level BPE tokenizer ({cfg.tokenizer.vocab_size} tokens)")
         tokenizer = timed("tokenizer", train_bpe, cfg, deduped)
-    else:
-        tokenizer = build_tokenizer(cfg.tokenizer.name)
     tokenizer.save(out / "tokenizer")
     report["tokenizer"] = {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size}
     stages.update()
@@ -518,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         cfg = load(args.config, overrides, args.source)
+        preflight(cfg)  # before the output directory is made
         check_writable(out, "the output directory", "choose a writable --workdir")
         try:
             prepare(cfg, out, force=args.force)
