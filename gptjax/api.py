@@ -16,9 +16,9 @@ from gptjax import evaluate, run, sample
 class Run(run.Run):
     """A trained run (gptjax.run.Run) with .sample() and .evaluate()."""
 
-    def sample(self, prompt: str = "", max_new_tokens: int = 200, **kwargs) -> str:
-        """The prompt and one sampled continuation: gptjax.sample.complete (temperature, top_k, top_p, seed,
-        stop)."""
+    def sample(self, prompt: str | list[str] = "", max_new_tokens: int = 200, **kwargs) -> str | list[str]:
+        """The prompt and one sampled continuation, or a list of them for a list of prompts (one batch):
+        gptjax.sample.complete (temperature, top_k, top_p, seed, stop)."""
         return sample.complete(self, prompt, max_new_tokens, **kwargs)
 
     def evaluate(self, task: str = "val_loss", data=None, **kwargs) -> dict:

@@ -282,17 +282,21 @@ def _replicated_like(params, host_array: np.ndarray) -> jax.Array:
     return jax.make_array_from_callback(host_array.shape, replicated, lambda index: host_array[index])
 
 
-def complete(run: Run, prompt: str = "", max_new_tokens: int = 200, *, temperature: float = 0.8, top_k: int = 200,
-             top_p: float = 1.0, seed: int = 0, stop: list[str] | str | None = None) -> str:
+def complete(run: Run, prompt: str | Sequence[str] = "", max_new_tokens: int = 200, *, temperature: float = 0.8,
+             top_k: int = 200, top_p: float = 1.0, seed: int = 0, stop: list[str] | str | None = None
+             ) -> str | list[str]:
     """The prompt followed by one sampled continuation (cut before the first `stop` string), as
-    `python -m gptjax.sample --prompt ...` prints it. temperature=0 decodes greedily. An empty prompt starts from
-    end-of-text (or a newline for character models)."""
+    `python -m gptjax.sample --prompt ...` prints it; a list of prompts is decoded as one batch, as repeated
+    --prompt flags are, and gives a list. temperature=0 decodes greedily. An empty prompt starts from end-of-text
+    (or a newline for character models)."""
     stop = [stop] if isinstance(stop, str) else list(stop or [])
-    [row] = generate_batch(run.graphdef, run.params, [prompt_ids(run.tokenizer, prompt)],
-                           block_size=run.model_config.block_size, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop,
-                           tokenizer=run.tokenizer, vocab_size=run.tokenizer.vocab_size)
-    return prompt + cut_at_stop(run.tokenizer.decode(row.tolist()), stop)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    rows = generate_batch(run.graphdef, run.params, [prompt_ids(run.tokenizer, p) for p in prompts],
+                          block_size=run.model_config.block_size, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop,
+                          tokenizer=run.tokenizer, vocab_size=run.tokenizer.vocab_size)
+    texts = [p + cut_at_stop(run.tokenizer.decode(row.tolist()), stop) for p, row in zip(prompts, rows)]
+    return texts[0] if isinstance(prompt, str) else texts
 
 
 def prompt_ids(tokenizer, prompt: str) -> np.ndarray:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from gptjax.config import ConfigError
+from gptjax.config import ConfigError, to_yaml
 from gptjax.rundir import RunDir, write_atomically
 
 
@@ -166,6 +166,8 @@ class Tracker:
             self.tensorboard = SummaryWriter(str(run_dir.tensorboard),
                                              purge_step=resume_step + 1 if resume_step else None,
                                              flush_secs=30, filename_suffix=f".{time.time_ns()}")
+            if config is not None:  # the resolved config beside the curves (TensorBoard's Text tab), as YAML
+                self.tensorboard.add_text("config", "```\n" + to_yaml(config) + "```", global_step=resume_step)
         if log is not None and log.wandb:
             self.wandb = self._start_wandb(run_dir, config, resume_step)
 

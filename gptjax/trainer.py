@@ -293,7 +293,10 @@ class Trainer:
         print(f"mesh: {' x '.join(f'{axis} {n}' for axis, n in built.mesh.shape.items())}; parameters + optimizer "
               "state per device: "
               f"{built.bytes_per_device() / 2**20:,.1f} MiB")
-        if jax.default_backend() == "cpu" and self.main_process and (tip := hostmem_advice()):
+        # Not in a notebook: the tip means restarting the kernel with an environment variable, which someone
+        # exploring there has not asked for (gptjax.bench and docs/benchmarks.md say it to those timing steps).
+        if jax.default_backend() == "cpu" and self.main_process and "ipykernel" not in sys.modules and \
+                (tip := hostmem_advice()):
             print(tip)
         return self.program
 

@@ -125,4 +125,11 @@ def test_train_then_sample_through_the_command(tmp_path, capsys):
     expected = run.sample("def ", max_new_tokens=12, temperature=0)
     assert expected.startswith("def ") and len(expected) > len("def ")
     assert printed == expected + "\n"
+    # A list of prompts, as repeated --prompt flags: one batch, one text each, in order.
+    assert cli.main(["sample", "--workdir", str(run_dir), "--prompt", "def ", "--prompt", "class A", "--max_new_tokens",
+                     "12", "--temperature", "0"]) == 0
+    batch = run.sample(["def ", "class A"], max_new_tokens=12, temperature=0)
+    assert batch[0] == expected and batch[1].startswith("class A")
+    printed = capsys.readouterr().out
+    assert all(f"--- prompt {i + 1}\n{text}\n" in printed for i, text in enumerate(batch))
     assert run.step == 2 and f"step 2, {run.num_params:,} parameters: 1 layers" in repr(run)

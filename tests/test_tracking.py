@@ -73,6 +73,16 @@ def test_tensorboard_holds_every_scalar_of_metrics_jsonl(run):
     assert_same(scalars, expected_scalars(records))
 
 
+def test_tensorboard_holds_the_resolved_config(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text == "```\n" + (run_dir / "config.yaml").read_text() + "```"
+
+
 def test_no_progress_bar_when_not_a_terminal(run):
     _, out, err = run
     assert "step     20/20 | loss" in out and "step     10 | val loss" in out  # the plain periodic lines
