@@ -4,7 +4,8 @@
     python -m gptjax.evaluate --workdir runs/x --task hellaswag --data eval/hellaswag_val.jsonl --limit 500
     python -m gptjax.evaluate --workdir runs/x --task mmlu --data eval/mmlu --shots 5 --best
 
-Results are printed and written to RUN/eval/<task>[-<name>].json. From Python (or inside training):
+Results are printed and written to RUN/eval/<task>-<data>[-<K>shot][-limit<N>]-step<S>.json (--name: another
+suffix), so that evaluations of other data, options or steps never overwrite each other. From Python (or inside training):
 
     evaluate_task(run, "hellaswag", data=path, limit=500) -> {"metrics": {"acc": ..., "acc_norm": ...}, ...}
 
@@ -302,6 +303,16 @@ def _summary(result: dict) -> str:
     return f"{result['task']} at step {result['step']}: {' | '.join(parts)} ({counts}; {result['seconds']:.1f}s)"
 
 
+def result_name(args: argparse.Namespace, step: int) -> str:
+    """What the results file is named after: the data, the options that change the score, and the checkpoint,
+    so that evaluations of other data, settings or steps never overwrite each other (the same one run again
+    replaces its own)."""
+    parts = [Path(args.data.rstrip("/")).name.split(".")[0]] if args.data else []
+    parts += [f"{args.shots}shot"] if args.shots else []
+    parts += [f"limit{args.limit}"] if args.limit else []
+    return "-".join([*parts, "best" if args.best else f"step{step}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptjax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a run directory written by gptjax.train")
@@ -311,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=0, help="few-shot exemplars before each item")
     parser.add_argument("--limit", type=int, help="score only the first N examples (per subject for mmlu)")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
-    parser.add_argument("--name", help="suffix of the results file: RUN/eval/<task>-<name>.json "
-                                       "(custom tasks default to the data file's name)")
+    parser.add_argument("--name", help="suffix of the results file: RUN/eval/<task>-<name>.json (default: the "
+                                       "data file's name, --shots, --limit and the step, e.g. "
+                                       "hellaswag-hellaswag_val-limit500-step2000)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="evaluate this checkpoint (default: the latest)")
     which.add_argument("--best", action="store_true", help="evaluate the checkpoint with the lowest val loss")
@@ -326,8 +338,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.task not in ("val_loss",) and not args.data:
         raise GptjaxError(f"--task {args.task} needs --data PATH (its file or directory, e.g. shared/data/eval/...)")
     workdir = RunDir(args.workdir)
-    out = workdir.eval_result(args.task, args.name or (Path(args.data).stem if args.task == "custom" else None))
     run = load_run(workdir.path, args.step, best=args.best)
+    out = workdir.eval_result(args.task, args.name or result_name(args, run.step))
     check_writable(out.parent, "the run's eval directory", "make it writable, or evaluate a copy of the run "
                    "(its results are written there)")  # before the scoring, which may take hours
     result = evaluate_task(run, args.task, args.data, args.shots, args.limit, args.batch_size, run_dir=workdir.path)

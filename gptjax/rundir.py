@@ -5,7 +5,7 @@
     RUN/data/{train,val}/    token shards of a text source (prepared shard sources are read where they are)
     RUN/checkpoints/<step>/  orbax checkpoints; RUN/checkpoints_best/ the lowest validation loss (keep_best)
     RUN/metrics.jsonl        one JSON object per logged step; RUN/tensorboard/ the same as event files
-    RUN/eval/<task>.json     results of `gptjax evaluate`
+    RUN/eval/<task>-*.json   results of `gptjax evaluate`, named after their data, options and step
     RUN/.lock                held (flock) by the one trainer writing the run; names it
     RUN/logs/train.log       what the libraries log (orbax, absl, jax), kept off the terminal
 

@@ -319,8 +319,14 @@ def test_cli_writes_results_and_rejects_bad_input(run_dir, tmp_path):
     done = subprocess.run(cmd + ["--task", "custom", "--data", str(data), "--limit", "5", "--batch_size", "4"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
-    result = json.loads((run_dir / "eval" / "custom-domain.json").read_text())
+    result = json.loads((run_dir / "eval" / "custom-domain-limit5-step40.json").read_text())
     assert result["task"] == "custom" and result["step"] == 40 and result["limit"] == 5
+    # Other options: another file, the first one left as it was.
+    again = subprocess.run(cmd + ["--task", "custom", "--data", str(data), "--limit", "3", "--shots", "1"],
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run_dir / "eval" / "custom-domain-1shot-limit3-step40.json").read_text())["limit"] == 3
+    assert json.loads((run_dir / "eval" / "custom-domain-limit5-step40.json").read_text()) == result
     assert result["data"] == str(data) and result["counts"]["examples"] == 5 and "acc_norm" in result["metrics"]
     assert "custom at step 40: acc" in done.stdout
 

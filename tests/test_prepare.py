@@ -226,7 +226,7 @@ def test_worked_example(tmp_path, monkeypatch, capsys):
 
     assert evaluate.main(["--workdir", str(tmp_path / "run"), "--task", "custom",
                           "--data", str(REPO / "examples/legal_mc.jsonl")]) == 0
-    scored = json.loads((tmp_path / "run" / "eval" / "custom-legal_mc.json").read_text())
+    scored = json.loads((tmp_path / "run" / "eval" / "custom-legal_mc-step2.json").read_text())
     assert scored["counts"]["examples"] == 16 and 0 <= scored["metrics"]["acc"] <= 1
     capsys.readouterr()
     assert sample.main(["--workdir", str(tmp_path / "run"), "--prompt", "The court held that",
