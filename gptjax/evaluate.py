@@ -19,6 +19,7 @@ however many requests there are.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -40,6 +41,7 @@ from gptjax.errors import GptjaxError, report_errors
 from gptjax.rundir import RunDir, check_writable
 from gptjax.run import load_run
 from gptjax.tasks import TASKS, Task, TaskError, load_task
+from gptjax.tokenizer import TokenizerError
 
 EVAL_TASKS = ("val_loss",) + TASKS
 DEFAULT_BATCH_SIZE = 16
@@ -284,17 +286,38 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
     else:
         loaded = load_task(task, data, shots, limit)
         scorer = Scorer(run, batch_size)
-        scores = scorer.loglikelihood([pair for ex in loaded.examples for pair in ex.pairs])
+        # An item holding text the tokenizer cannot encode (a character a char model never saw) counts as wrong,
+        # and is counted, rather than stopping the task.
+        unscorable = {i for i, ex in enumerate(loaded.examples) if not _encodable(scorer, ex.pairs)}
+        scored = dataclasses.replace(loaded, examples=[ex for i, ex in enumerate(loaded.examples)
+                                                       if i not in unscorable])
+        if not scored.examples:
+            raise TaskError(f"no item of {loaded.data} can be encoded by the run's {run.tokenizer.describe()}; "
+                            "evaluate a run whose tokenizer covers the task's text")
+        scores = scorer.loglikelihood([pair for ex in scored.examples for pair in ex.pairs])
         if loaded.kind == "loglikelihood":
-            metrics = loglikelihood_metrics(scorer, loaded, scores)
+            metrics = loglikelihood_metrics(scorer, scored, scores)
         else:
-            metrics = choice_metrics(loaded, scores)
+            metrics = choice_metrics(scored, scores)
+        if unscorable:  # each accuracy over every item, the unscorable ones wrong
+            share = len(scored.examples) / len(loaded.examples)
+            metrics.update({k: v * share for k, v in metrics.items() if k.startswith("acc") and isinstance(v, float)})
         result = {"metrics": metrics, "counts": {"examples": len(loaded.examples), "available": loaded.num_available,
-                                                 "requests": len(scores), "rows": scorer.rows_scored}}
+                                                 "requests": len(scores), "rows": scorer.rows_scored,
+                                                 "unencodable": len(unscorable)}}
         data = loaded.data
     seconds = time.perf_counter() - began
     return {"task": task, "data": str(data), "shots": shots, "limit": limit, "step": run.step, **result,
             "seconds": round(seconds, 3)}
+
+
+def _encodable(scorer: Scorer, pairs) -> bool:
+    try:
+        for context, continuation in pairs:
+            scorer.encode_pair(context, continuation)
+    except TokenizerError:
+        return False
+    return True
 
 
 def _summary(result: dict) -> str:

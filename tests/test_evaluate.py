@@ -492,3 +492,18 @@ def test_tasks_scored_during_training(tmp_path):
     for spec, message in [("nosuch:x.jsonl", "is not TASK:PATH"), (f"custom:{tmp_path}/missing.jsonl", "does not exist")]:
         with pytest.raises(ConfigError, match=message):
             train(load_config(None, overrides + [f"train.eval_tasks={spec}"]), tmp_path / "bad")
+
+
+def test_an_item_a_char_tokenizer_cannot_encode_counts_as_wrong(tmp_path):
+    """A character model meets a character it never saw: that item is wrong and counted, the task goes on."""
+    char_run = tmp_path / "char"
+    train(load_config(None, [t for t in TINY if not t.startswith("data.tokenizer")]
+                      + ["data.tokenizer=char", "train.steps=2"]), char_run)
+    run = load_run(char_run)
+    items = CUSTOM[:4] + [{"question": "Which is a café?", "choices": ["bistro", "garage"], "answer": 0}]
+    result = evaluate_task(run, "custom", write_jsonl(tmp_path / "items.jsonl", items))
+    assert result["counts"]["examples"] == 5 and result["counts"]["unencodable"] == 1
+    alone = evaluate_task(run, "custom", write_jsonl(tmp_path / "four.jsonl", CUSTOM[:4]))
+    assert result["metrics"]["acc"] == pytest.approx(alone["metrics"]["acc"] * 4 / 5)
+    with pytest.raises(TaskError, match="no item of .* can be encoded by the run's char tokenizer"):
+        evaluate_task(run, "custom", write_jsonl(tmp_path / "none.jsonl", items[4:]))
