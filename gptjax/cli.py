@@ -15,7 +15,7 @@ import difflib
 import importlib
 import sys
 
-from gptjax import __version__
+from gptjax import __version__, command
 from gptjax.hostmem import reexec_with_tunables
 
 # name -> (module, what it does). Modules are imported only when their subcommand runs, so `gptjax --help` and
@@ -50,6 +50,14 @@ def _fail(message: str) -> int:
     return 2
 
 
+LM_EVAL_NOTE = """gptjax lm-eval: lm-evaluation-harness's own command line, with gptjax registered as a model:
+
+    gptjax lm-eval run --model gptjax --model_args workdir=RUN[,step=N|best=true][,batch_size=16] --tasks hellaswag
+
+workdir is a run directory written by gptjax train. lm-eval's own options follow.
+"""
+
+
 def _run_lm_eval(argv: list[str]) -> int:
     # lm-eval's command line reads sys.argv itself; importing the adapter registers the "gptjax" model with it.
     try:
@@ -58,6 +66,8 @@ def _run_lm_eval(argv: list[str]) -> int:
         if e.name and e.name.split(".")[0] == "lm_eval":
             return _fail("`gptjax lm-eval` needs lm-evaluation-harness: pip install 'gptjax[eval]'")
         raise
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(LM_EVAL_NOTE)
     saved = sys.argv
     sys.argv = ["gptjax lm-eval", *argv]
     try:
@@ -90,8 +100,11 @@ def main(argv: list[str] | None = None, *, real_command_line: bool | None = None
         return _run_lm_eval(rest)
     if real_command_line and first in ("train", "bench"):  # before JAX loads: see gptjax.hostmem
         reexec_with_tunables()
-    module = importlib.import_module(COMMANDS[first][0])
-    status = module.main(rest)
+    command.invoked_as = f"gptjax {first}"  # usage and errors name the command as it was typed
+    try:
+        status = importlib.import_module(COMMANDS[first][0]).main(rest)
+    finally:
+        command.invoked_as = None
     return 0 if status is None else int(status)
 
 

@@ -5,7 +5,8 @@
     python -m gptjax.evaluate --workdir runs/x --task mmlu --data eval/mmlu --shots 5 --best
 
 Results are printed and written to RUN/eval/<task>-<data>[-<K>shot][-limit<N>]-step<S>.json (--name: another
-suffix), so that evaluations of other data, options or steps never overwrite each other. From Python (or inside training):
+suffix), so that evaluations of other data, options or steps never overwrite each other. From Python (or inside
+training):
 
     evaluate_task(run, "hellaswag", data=path, limit=500) -> {"metrics": {"acc": ..., "acc_norm": ...}, ...}
 
@@ -34,6 +35,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gptjax.command import ArgumentParser
 from gptjax import distributed, tracking
 from gptjax.config import parse_mixture
 from gptjax.data.shards import open_split
@@ -337,9 +339,9 @@ def result_name(args: argparse.Namespace, step: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.evaluate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m gptjax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a run directory written by gptjax.train")
-    parser.add_argument("--task", required=True, choices=EVAL_TASKS)
+    parser.add_argument("--task", required=True, choices=EVAL_TASKS, help="what to score: " + ", ".join(EVAL_TASKS))
     parser.add_argument("--data", help="the task's file or directory (val_loss: a directory of .ds shards; "
                                        "default: the run's validation split)")
     parser.add_argument("--shots", type=int, default=0, help="few-shot exemplars before each item")

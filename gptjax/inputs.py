@@ -20,7 +20,7 @@ from typing import NamedTuple
 import ml_collections
 
 from gptjax.config import parse_mixture
-from gptjax.data import DataError, TokenShard
+from gptjax.data import DataError, TokenShard, prepare
 from gptjax.data.loader import WindowLoader
 from gptjax.data.shards import open_split
 from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
@@ -66,8 +66,6 @@ def _curated_files(cfg: ml_collections.ConfigDict, run_dir: RunDir, write: bool)
     RUN/prepared (a source per file, or per suffix of a folder; its report in RUN/prepared/report.md), then read
     as one mixture, every window equally likely. prepare redoes a stage only when its files or settings changed,
     so a resume costs a check."""
-    from gptjax.data import prepare  # datatrove and its pipeline: needed by this source only
-
     d = cfg.data
     spec = d.tokenizer
     if spec == "char":  # the default, for one text; the sources of files each get the same, from any text

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptjax.command import ArgumentParser
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.rundir import RunDir
 
@@ -224,7 +225,7 @@ def _save(fig, plt, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.plot", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m gptjax.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", type=Path, help="the PNG to write (default: loss.png, or data_report.png)")
     parser.add_argument("--smooth", type=int, default=10, help="train loss: mean of this many log points (1: raw)")

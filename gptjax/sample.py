@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gptjax.command import ArgumentParser
 from gptjax import distributed
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.hf import load_hf
@@ -334,19 +335,19 @@ class _CompileTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.sample", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m gptjax.sample", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a run directory written by gptjax.train")
     source.add_argument("--hf", metavar="DIR", help="a Hugging Face model directory (read by gptjax.hf.load_hf)")
     parser.add_argument("--prompt", action="append", default=[],
                         help="text to continue; repeat for a batch of prompts (default: start of a document)")
     parser.add_argument("--prompt_file", help="a file of prompts, one per line, blank lines skipped (added after any --prompt)")
-    parser.add_argument("--max_new_tokens", type=int, default=200)
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate after each prompt")
     parser.add_argument("--num_samples", type=int, default=1, help="continuations per prompt")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 decodes greedily")
     parser.add_argument("--top_k", type=int, default=200, help="0 keeps every token")
     parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass; 1.0 keeps every token")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the sampling seed: the same seed, the same text")
     parser.add_argument("--stop", action="append", default=[],
                         help="cut each output before the first occurrence of this text (repeatable); decoding ends early once "
                              "every output has stopped")

@@ -11,12 +11,11 @@ the comment beside it in gptjax.config.base_config, the one place defaults are w
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
 import sys
 
-from gptjax.command import parse_args
+from gptjax.command import ArgumentParser, parse_args
 from gptjax.config import CHOICES, ConfigError, base_config, find_config, load_config, shipped_configs, to_yaml
 from gptjax.errors import report_errors
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if what == "list":
             print("\n".join(shipped_configs()))
         elif what == "keys":
-            parser = argparse.ArgumentParser(prog="gptjax config keys")
+            parser = ArgumentParser(prog="gptjax config keys")
             parser.add_argument("section", nargs="?", help="one section (model, data, optim, train, ...)")
             print(describe_keys(parser.parse_args(rest).section))
         else:

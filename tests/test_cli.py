@@ -133,3 +133,33 @@ def test_train_then_sample_through_the_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert all(f"--- prompt {i + 1}\n{text}\n" in printed for i, text in enumerate(batch))
     assert run.step == 2 and f"step 2, {run.num_params:,} parameters: 1 layers" in repr(run)
+
+
+def test_help_names_the_command_as_typed_shows_defaults_and_takes_both_spellings(capsys):
+    from gptjax import cli, sample
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["sample", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: gptjax sample ")
+    assert "--max-new-tokens MAX_NEW_TOKENS, --max_new_tokens MAX_NEW_TOKENS" in text
+    assert "tokens to generate after each prompt (default: 200)" in " ".join(text.split())
+    with pytest.raises(SystemExit):
+        sample.main(["--help"])  # started as python -m gptjax.sample: named so
+    assert capsys.readouterr().out.startswith("usage: python -m gptjax.sample ")
+    parser = __import__("gptjax.command", fromlist=["ArgumentParser"]).ArgumentParser(prog="x")
+    parser.add_argument("--max_new_tokens", type=int, default=1)
+    assert parser.parse_args(["--max-new-tokens", "3"]).max_new_tokens == 3
+    assert parser.parse_args(["--max_new_tokens", "4"]).max_new_tokens == 4
+
+
+def test_lm_eval_help_says_how_to_name_a_run(capsys):
+    pytest.importorskip("lm_eval")
+    from gptjax import cli
+
+    try:
+        cli.main(["lm-eval", "--help"])
+    except SystemExit:
+        pass
+    assert "--model gptjax --model_args workdir=RUN" in capsys.readouterr().out

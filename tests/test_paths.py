@@ -38,9 +38,9 @@ def my_files(root, seed=0):
 def test_a_folder_gives_a_source_per_kind_of_file(tmp_path):
     root = my_files(tmp_path / "My Notes")
     found = sources_from_paths([str(root), f"extra={root / 'note0.txt'}"])
-    assert {name: (s.kind, s.glob) for name, s in found.items()} == {
+    assert {name: (s["kind"], s["glob"]) for name, s in found.items()} == {
         "my_notes_jsonl": ("jsonl", "**/*.jsonl"), "my_notes_txt": ("text", "**/*.txt"), "extra": ("text", "")}
-    assert len(prepare.input_files(found["my_notes_txt"])) == 12  # the whole tree
+    assert len(prepare.input_files(prepare.source(**found["my_notes_txt"]))) == 12  # the whole tree
 
 
 @pytest.mark.parametrize("make, message", [

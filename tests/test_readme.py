@@ -2,7 +2,10 @@
 `sample --workdir runs/baby` reads the run the command above it trained) -- or it is marked in the README as needing
 a GPU, a cluster or the internet, or named below as exercised by another test."""
 
+import gzip
 import importlib
+import json
+import random
 import re
 import shlex
 from pathlib import Path
@@ -65,7 +68,21 @@ def substitutions(tmp_path: Path) -> dict[str, str]:
         text.write_text(stdlib_corpus(max_chars=100_000))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(stdlib_corpus(max_chars=100_000))
+    notes = tmp_path / "notes"  # the README's own files: a folder of notes and a gzipped jsonl, in English prose
+    notes.mkdir()
+    rng = random.Random(0)
+    words = ("the of and to in a is that for it as was with be by on not this are or from at which court river "
+             "market garden letter window morning history science village doctor judge evidence trial").split()
+
+    def prose():
+        return "\n\n".join(" ".join(rng.choice(words) for _ in range(80)).capitalize() + "." for _ in range(4))
+
+    for i in range(6):
+        (notes / f"{i}.txt").write_text(prose())
+    with gzip.open(tmp_path / "papers.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": prose()}) + "\n" for _ in range(6))
     return {"/path/to/tinyshakespeare.txt": str(text), "/path/to/gpt2": str(DATA_DIR / "gpt2"),
+            "--data notes/": f"--data {notes}", "--data papers.jsonl.gz": f"--data {tmp_path / 'papers.jsonl.gz'}",
             "/path/to/corpus.txt": str(corpus), "/path/to/mmlu": str(DATA_DIR / "eval" / "mmlu"),
             "/models/gpt2": str(tmp_path / "hf_gpt2")}
 

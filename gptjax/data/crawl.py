@@ -38,6 +38,7 @@ from urllib.request import Request
 import trafilatura
 from protego import Protego
 
+from gptjax.command import ArgumentParser
 from gptjax.data import DataError
 from gptjax.data.http import (PrivateAddressError, TooLarge, UnknownEncoding, check_host, decode_html_counted,
                               decoded_body, opener)
@@ -487,7 +488,7 @@ def render_report(report: dict, max_hosts: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.data.crawl", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m gptjax.data.crawl", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--urls", help="text file with one URL per line ('#' comments allowed)")
     source.add_argument("--sitemap", help="sitemap.xml URL or file (a sitemap index is followed)")
@@ -497,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10, help="seconds per request (default 10)")
     parser.add_argument("--retries", type=int, default=3, help="retries on errors, 5xx and 429 (default 3)")
     parser.add_argument("--max-pages", type=int, default=0, help="stop after this many pages (0: no limit)")
-    parser.add_argument("--user-agent", default=USER_AGENT)
+    parser.add_argument("--user-agent", default=USER_AGENT, help="the User-agent sent, and matched in robots.txt")
     parser.add_argument("--max-bytes", type=int, default=10_000_000, help="larger pages are skipped")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip URLs already in --out (default on)")

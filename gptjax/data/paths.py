@@ -1,7 +1,7 @@
 """Sources from paths: what a file or a folder of files holds, so that data is named without writing a config.
 
     sources_from_paths(["notes/", "web=crawl.jsonl.gz"])
-    # {"notes_txt": source("text", "notes", glob="**/*.txt"), "notes_md": ..., "web": source("jsonl", ...)}
+    # {"notes_txt": {"kind": "text", "path": "notes", "glob": "**/*.txt"}, "notes_md": ..., "web": {...}}
 
 A file's kind comes from its name: .txt/.md/.rst/.text are text (one document per file), .jsonl/.ndjson (also
 gzipped) are JSON lines with a "text" field, .parquet a table with a "text" column, .warc/.warc.gz web archives.
@@ -30,12 +30,10 @@ def suffix_of(path: Path) -> str | None:
     return next((suffix for suffix in sorted(KINDS, key=len, reverse=True) if name.endswith(suffix)), None)
 
 
-def sources_from_paths(specs: list[str]) -> dict:
-    """{name: prepare.source(...)} for each [NAME=]PATH; ConfigError for a path that does not exist or holds no
-    file of a known kind, naming what it found. A folder gives one source per file suffix it holds (notes_txt,
-    notes_md), each read recursively."""
-    from gptjax.data.prepare import source
-
+def sources_from_paths(specs: list[str]) -> dict[str, dict]:
+    """{name: {kind, path, glob}} (the arguments of gptjax.data.prepare.source) for each [NAME=]PATH;
+    ConfigError for a path that does not exist or holds no file of a known kind, naming what it found. A folder
+    gives one source per file suffix it holds (notes_txt, notes_md), each read recursively."""
     sources: dict = {}
     for spec in specs:
         name, _, text = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
@@ -49,7 +47,7 @@ def sources_from_paths(specs: list[str]) -> dict:
             if suffix is None:
                 raise ConfigError(f"data path {text}: cannot tell what {path.name} holds from its name; name it "
                                   f"with one of {', '.join(KINDS)}")
-            found = {suffix: source(KINDS[suffix], str(path))}
+            found = {suffix: dict(kind=KINDS[suffix], path=str(path), glob="")}
         else:
             files = [p for p in path.rglob("*") if p.is_file()]
             suffixes = sorted({s for p in files if (s := suffix_of(p))})
@@ -57,7 +55,7 @@ def sources_from_paths(specs: list[str]) -> dict:
                 others = sorted({p.suffix or p.name for p in files})[:8]
                 raise ConfigError(f"data path {text} holds no {', '.join(KINDS)} files (found: "
                                   f"{', '.join(others) or 'nothing'})")
-            found = {s: source(KINDS[s], str(path), glob=f"**/*{s}") for s in suffixes}
+            found = {s: dict(kind=KINDS[s], path=str(path), glob=f"**/*{s}") for s in suffixes}
         for suffix, s in found.items():
             key = base if len(found) == 1 else f"{base}_{_name(suffix)}"
             if key in sources:

@@ -45,7 +45,7 @@ from gptjax.data.shards import write_shard
 from gptjax.data.stages import (CLEANING_CODE, EnglishWords, FineWebQuality, LanguageFilter, MainText, Normalize,
                                 TextFileReader, WarcFileReader)
 from gptjax.errors import report_errors
-from gptjax.rundir import RunDirError, check_writable
+from gptjax.rundir import RunDir, RunDirError, check_writable, first_missing, remove_created
 from gptjax.tokenizer import BPETokenizer, Tokenizer, build_tokenizer, env_flag, hub_reachable
 
 SOURCE_KINDS = ("jsonl", "text", "parquet", "warc", "hf")
@@ -142,11 +142,11 @@ def load(path: str | None, overrides: list[str], paths: list[str] = ()) -> ml_co
         return c
 
     def add_paths(cfg):
-        for name, s in sources_from_paths(list(paths)).items():
+        for name, spec in sources_from_paths(list(paths)).items():
             if name in cfg.sources:
                 raise ConfigError(f"--source {name}: the config already has a source of that name; name it: "
                                   "--source OTHER=PATH")
-            cfg.sources[name] = s
+            cfg.sources[name] = source(**spec)
     return load_config(path, overrides, base=base, check=validate, extend=add_paths if paths else None)
 
 
@@ -536,8 +536,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         cfg = load(args.config, overrides, args.source)
-        preflight(cfg)  # before the output directory is made
+        created = first_missing(out)
         check_writable(out, "the output directory", "choose a writable --workdir")
+        try:
+            preflight(cfg)  # sources and tokenizer, before any work
+        except BaseException:
+            remove_created(RunDir(out), created)  # a refused start leaves no empty directory behind
+            raise
         try:
             prepare(cfg, out, force=args.force)
         except OSError as e:  # a disk that fills up on the way (the inputs' own errors are DataErrors)

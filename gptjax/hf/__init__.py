@@ -29,12 +29,12 @@ conversion is transposes, concatenation and stacking only: logits agree to float
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import jax
 
+from gptjax.command import ArgumentParser
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.rundir import check_writable
 
@@ -86,7 +86,7 @@ __all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer_object", "impo
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(ArgumentParser):
     def error(self, message):  # one line, like every other gptjax command's bad input
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
