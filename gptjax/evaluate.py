@@ -249,20 +249,37 @@ def val_loss(run, shards, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | 
             "counts": {"windows": len(windows), "tokens": count}}
 
 
+def val_loss_by_source(run, dirs: dict[str, Path], *, batch_size: int, limit: int | None) -> dict:
+    """val_loss over every source's validation shards together, and, with several sources, each one's own
+    (val_loss_<source>, as training reports them); limit: windows per source."""
+    parts = {name: val_loss(run, open_split(d), batch_size=batch_size, limit=limit) for name, d in dirs.items()}
+    tokens = sum(r["counts"]["tokens"] for r in parts.values())
+    loss = sum(r["metrics"]["val_loss"] * r["counts"]["tokens"] for r in parts.values()) / tokens
+    metrics = {"val_loss": loss, "perplexity": math.exp(loss)}
+    if len(parts) > 1:
+        metrics.update({f"val_loss_{name}": r["metrics"]["val_loss"] for name, r in parts.items()})
+    return {"metrics": metrics, "counts": {"windows": sum(r["counts"]["windows"] for r in parts.values()),
+                                           "tokens": tokens}}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Entry points
 
 
-def default_val_dirs(run, run_dir: Path | None) -> list[Path]:
-    """The run's own validation split(s): RUN/data/val for text sources, DIR/val of each prepared shard source."""
-    if run.config.data.source == "shards":
-        dirs = [source.path / "val" for source in parse_mixture(run.config.data.shards).values()]
-        dirs = [d for d in dirs if d.is_dir()]
+def default_val_dirs(run, run_dir: Path | None) -> dict[str, Path]:
+    """The run's own validation split(s) by source: RUN/data/val for a text source, DIR/val of each prepared
+    shard source, RUN/prepared/NAME/val for each source of data.source=files."""
+    d = run.config.data
+    if d.source == "shards":
+        dirs = {name: source.path / "val" for name, source in parse_mixture(d.shards).items()}
+    elif run_dir is None:
+        raise TaskError("val_loss of a run trained on text needs its directory (run_dir=...) or data=<shards "
+                        "dir>, to find its validation split")
+    elif d.source == "files":
+        dirs = {p.parent.name: p for p in sorted((Path(run_dir) / "prepared").glob("*/val"))}
     else:
-        if run_dir is None:
-            raise TaskError("val_loss of a run trained on text needs its directory (run_dir=...) or data=<shards "
-                            "dir>, to find RUN/data/val")
-        dirs = [d for d in [RunDir(run_dir).data / "val"] if d.is_dir()]
+        dirs = {d.source: RunDir(run_dir).data / "val"}
+    dirs = {name: path for name, path in dirs.items() if path.is_dir() and any(path.glob("*.ds"))}
     if not dirs:
         raise TaskError("the run has no validation split (data.val_fraction=0?); pass --data <dir of .ds shards>")
     return dirs
@@ -279,12 +296,12 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
     if task == "val_loss":
         if shots:
             raise TaskError("val_loss takes no --shots")
-        dirs = [Path(data).expanduser()] if data is not None else default_val_dirs(run, run_dir)
+        dirs = {"data": Path(data).expanduser()} if data is not None else default_val_dirs(run, run_dir)
         # A prepared data directory (with train/ and val/) means its val split.
-        dirs = [d / "val" if not any(d.glob("*.ds")) and (d / "val").is_dir() else d for d in dirs]
-        shards = [s for d in dirs for s in open_split(d)]
-        result = val_loss(run, shards, batch_size=batch_size, limit=limit)
-        data = ",".join(map(str, dirs))
+        dirs = {name: d / "val" if not any(d.glob("*.ds")) and (d / "val").is_dir() else d
+                for name, d in dirs.items()}
+        result = val_loss_by_source(run, dirs, batch_size=batch_size, limit=limit)
+        data = ",".join(map(str, dirs.values()))
     else:
         loaded = load_task(task, data, shots, limit)
         scorer = Scorer(run, batch_size)
@@ -345,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="the task's file or directory (val_loss: a directory of .ds shards; "
                                        "default: the run's validation split)")
     parser.add_argument("--shots", type=int, default=0, help="few-shot exemplars before each item")
-    parser.add_argument("--limit", type=int, help="score only the first N examples (per subject for mmlu)")
+    parser.add_argument("--limit", type=int, help="score only the first N examples (per subject for mmlu; "
+                                                  "windows per source for val_loss)")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
     parser.add_argument("--name", help="suffix of the results file: RUN/eval/<task>-<name>.json (default: the "
                                        "data file's name, --shots, --limit and the step, e.g. "

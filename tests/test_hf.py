@@ -169,7 +169,8 @@ EXPORT_CASES = {
                                                        norm_eps=1e-6), "LlamaForCausalLM"),
     # modern, tied, MQA, with biases (attention_bias + mlp_bias)
     "llama_mqa_tied_bias": (lambda: CharTokenizer.from_text(TEXT), dict(position="rope", norm="rmsnorm",
-                                                                        mlp="swiglu", num_kv_heads=1, d_ff=40),
+                                                                        mlp="swiglu", num_kv_heads=1, d_ff=40,
+                                                                        vocab_size=40),
                             "LlamaForCausalLM"),
 }
 
@@ -194,6 +195,20 @@ def test_export_loads_in_transformers_with_matching_logits(tmp_path, case):
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok(TEXT)["input_ids"] == tokenizer.encode(TEXT).tolist()
     assert hf_tok.decode(tokenizer.encode(TEXT).tolist()) == TEXT
+
+
+def test_a_char_tokenizer_export_marks_unknown_characters_instead_of_dropping_them(tmp_path):
+    tokenizer = CharTokenizer.from_text(TEXT)
+    with pytest.raises(HFError, match=r"exports only with a spare row .* train with model.vocab_size=\d+ or more"):
+        export_hf(_make_run(tmp_path / "exact", tokenizer), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    out = export_hf(_make_run(tmp_path / "padded", tokenizer, vocab_size=64), tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    unk = tokenizer.vocab_size
+    ids = hf_tok("To be, é")["input_ids"]
+    assert ids == tokenizer.encode("To be, ").tolist() + [unk] and hf_tok.unk_token_id == unk  # not dropped
+    with pytest.raises(Exception, match="not in the char tokenizer's vocabulary"):
+        tokenizer.encode("To be, é")  # gptjax refuses it
 
 
 def test_byte_tokenizer_export_covers_non_ascii(tmp_path):

@@ -105,6 +105,14 @@ def test_train_on_a_folder_in_one_command(tmp_path):
     assert {"val_loss_mine_txt", "val_loss_mine_jsonl"} <= set(evals[-1])
     assert train("--config.train.steps=3").returncode == 0  # resumed: the files are the same
 
+    # evaluate finds the run's own validation splits, and reports each source's loss as training does.
+    from gptjax import evaluate
+
+    assert evaluate.main(["--workdir", str(run), "--task", "val_loss"]) == 0
+    scored = json.loads((run / "eval" / "val_loss-step3.json").read_text())["metrics"]
+    parts = [scored["val_loss_mine_txt"], scored["val_loss_mine_jsonl"]]
+    assert min(parts) <= scored["val_loss"] <= max(parts)
+
     (root / "note99.txt").write_text(paragraph(random.Random(9)) * 3)  # the files change under the run
     refused = train("--config.train.steps=4")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1

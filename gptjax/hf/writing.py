@@ -100,8 +100,13 @@ def _llama_export(p: dict, mc: ModelConfig) -> tuple[dict, dict]:
     return t, config
 
 
-def hf_tokenizer_object(tokenizer: Tokenizer):
-    """An equivalent HF `tokenizers.Tokenizer` (same ids for the same text, same decoding)."""
+UNK = "<unk>"
+
+
+def hf_tokenizer_object(tokenizer: Tokenizer, unk_id: int | None = None):
+    """An equivalent HF `tokenizers.Tokenizer` (same ids for the same text, same decoding). A char tokenizer
+    needs unk_id, a spare id of the model's table for characters outside its vocabulary: gptjax refuses those, an
+    HF tokenizer cannot refuse, and without an unknown token it would drop them from the text without a word."""
     import tokenizers
     from tokenizers import decoders, models, pre_tokenizers
 
@@ -120,7 +125,11 @@ def hf_tokenizer_object(tokenizer: Tokenizer):
     if isinstance(tokenizer, CharTokenizer):
         # One token per character, ids in the char tokenizer's (sorted) order. With no pre-tokenizer the whole text
         # is one word that BPE without merges splits into characters; Fuse joins them back without separators.
-        tok = tokenizers.Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[]))
+        if unk_id is None or unk_id < tokenizer.vocab_size:
+            raise HFError(f"a char tokenizer needs a spare id ({tokenizer.vocab_size} or more) for characters outside "
+                          "its vocabulary in Hugging Face form")
+        vocab = {c: i for i, c in enumerate(tokenizer.chars)} | {UNK: unk_id}
+        tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
         tok.decoder = decoders.Fuse()
         return tok
     raise HFError(f"no Hugging Face equivalent for the {tokenizer.kind} tokenizer {tokenizer.name}")
@@ -140,13 +149,28 @@ def _bytes_to_unicode() -> dict[int, str]:
     return chars
 
 
+def _unk_id(tokenizer: Tokenizer, mc: ModelConfig) -> int | None:
+    """For a char tokenizer, the first padded row of the model's table (never a training target, so its logit
+    was pushed down and sampling leaves it alone); HFError when the table has none."""
+    if not isinstance(tokenizer, CharTokenizer):
+        return None
+    if mc.vocab_size <= tokenizer.vocab_size:
+        raise HFError(f"a char-tokenizer run exports only with a spare row in its vocabulary table, for characters "
+                      f"outside the {tokenizer.vocab_size} it knows (a Hugging Face tokenizer cannot refuse them as "
+                      f"gptjax does, and would drop them silently); train with model.vocab_size="
+                      f"{tokenizer.vocab_size + 1} or more")
+    return tokenizer.vocab_size
+
+
 def _write_tokenizer(tokenizer: Tokenizer, mc: ModelConfig, out_dir: Path) -> None:
-    hf_tok = hf_tokenizer_object(tokenizer)
+    hf_tok = hf_tokenizer_object(tokenizer, _unk_id(tokenizer, mc))
     hf_tok.save(str(out_dir / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": mc.block_size,
               "clean_up_tokenization_spaces": False}
     if tokenizer.eot_id is not None:
         config.update(bos_token=EOT, eos_token=EOT)
+    if isinstance(tokenizer, CharTokenizer):
+        config.update(unk_token=UNK)
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -165,8 +189,9 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, step: int | None = None,
     directory: config.json, model.safetensors (float32), tokenizer.json + tokenizer_config.json. A padded
     vocabulary (model.vocab_size > the tokenizer's) keeps its padded size as config.json's vocab_size."""
     run_dir, out_dir = RunDir(run_dir), Path(out_dir)
-    mc, _ = _run_model_config(run_dir)
+    mc, tokenizer = _run_model_config(run_dir)
     family = export_family(mc)
+    _unk_id(tokenizer, mc)  # refused now, before anything is written
     fresh_directory(out_dir, "output directory")
     run = load_run(run_dir.path, step, best=best)
     host = jax.device_get(run.params)
