@@ -303,7 +303,8 @@ def test_val_loss_equals_the_mean_token_loss(run, run_dir, tmp_path):
 def test_custom_task_and_shots(run, tmp_path):
     path = write_jsonl(tmp_path / "domain.jsonl", CUSTOM)
     zero = evaluate_task(run, "custom", path, batch_size=8)
-    assert zero["counts"] == {"examples": 8, "available": 8, "requests": 24, "rows": 24}  # 3+2+3+4+3+3+2+4 choices
+    assert zero["counts"] == {"examples": 8, "available": 8, "requests": 24, "rows": 24,  # 3+2+3+4+3+3+2+4 choices
+                              "unencodable": 0}
     assert zero["step"] == 40 and zero["shots"] == 0
     two = evaluate_task(run, "custom", path, shots=2, limit=4, batch_size=8)
     assert two["counts"]["examples"] == 4 and two["shots"] == 2

@@ -46,7 +46,7 @@ def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     single = subprocess.run([sys.executable, "-m", "gptjax.train", "--workdir", str(tmp_path / "one"), *sample],
                             cwd=REPO, env=env(4), capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
-    assert "'data': 4" in outputs[0] and "'data': 4" in single.stdout  # the same 4-device mesh both ways
+    assert "mesh: data 4 x" in outputs[0] and "mesh: data 4 x" in single.stdout  # the same 4-device mesh both ways
     two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
     assert len(two) == len(one) == 13  # 10 training lines, 3 evaluations; written once, by process 0
     assert max(abs(a - b) for a, b in zip(two, one)) < 1e-5
