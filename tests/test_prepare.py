@@ -307,6 +307,7 @@ def test_a_failed_task_is_an_error_naming_it_not_a_pending_job(tmp_path, monkeyp
 
     monkeypatch.setattr(prepare_module, "cleaning_pipeline", failing)
     cfg = base_config()
+    cfg.tokenizer.name = "byte"  # no hub: the tokenizer is checked before any stage
     cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
     with pytest.raises(DataError, match=r"1 of 1 tasks of web/clean failed \(task 0: RuntimeError: boom in doc0\); "
                                         r"its log: .*task_00000.log"):
@@ -360,6 +361,7 @@ exit 0
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     planted_corpus(tmp_path / "raw", random.Random(3))
     cfg = base_config()
+    cfg.tokenizer.name = "byte"  # no hub: the tokenizer is checked before any stage
     cfg.sources.web = source("jsonl", str(tmp_path / "raw"))
     cfg.executor.kind, cfg.executor.partition = "slurm", "batch"
 

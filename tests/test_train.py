@@ -119,7 +119,8 @@ def test_default_job_runs_from_the_command_line(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "step     20/20" in result.stdout and "val loss" in result.stdout
-    assert result.stdout.rstrip().endswith("-" * 80)  # ends with the printed sample
+    sample, after = result.stdout.rstrip().rsplit("-" * 80, 1)  # the printed sample, then where the run is
+    assert "-" * 80 in sample and after.lstrip().startswith("run ") and "continue: the same command" in after
 
 
 def test_shakespeare_recipe_with_gpt2_tokenizer(tmp_path, shakespeare_path, gpt2_dir):
