@@ -14,12 +14,17 @@ from gptjax import evaluate, run, sample
 
 @dataclasses.dataclass(repr=False)
 class Run(run.Run):
-    """A trained run (gptjax.run.Run) with .sample() and .evaluate()."""
+    """A trained run (gptjax.run.Run) with .sample(), .chat() and .evaluate()."""
 
     def sample(self, prompt: str | list[str] = "", max_new_tokens: int = 200, **kwargs) -> str | list[str]:
         """The prompt and one sampled continuation, or a list of them for a list of prompts (one batch):
         gptjax.sample.complete (temperature, top_k, top_p, seed, stop)."""
         return sample.complete(self, prompt, max_new_tokens, **kwargs)
+
+    def chat(self, messages: list[dict] | str, max_new_tokens: int = 200, **kwargs) -> str:
+        """The assistant's reply to a conversation (or to one user message), in the model's chat template:
+        gptjax.sample.chat (greedy unless temperature is given)."""
+        return sample.chat(self, messages, max_new_tokens, **kwargs)
 
     def evaluate(self, task: str = "val_loss", data=None, **kwargs) -> dict:
         """gptjax.evaluate.evaluate_task on this run; val_loss defaults to the run's own validation split."""

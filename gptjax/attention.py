@@ -7,7 +7,9 @@
     auto    cudnn where it can run, xla otherwise
 
 All take q [B, T, H, hd] and k, v [B, S, KV, hd] with KV dividing H (MHA, GQA, MQA): query head h reads kv head
-h // (H / KV), as jax.nn.dot_product_attention and Hugging Face's repeat_kv do. The Pallas kernel also runs in
+h // (H / KV), as jax.nn.dot_product_attention and Hugging Face's repeat_kv do. Packed batches (several examples
+in one row) pass segment_ids [B, T]: a query reads only keys of its own segment, so no example sees another; xla
+and pallas take them, cudnn refuses them (check_packing says so before training). The Pallas kernel also runs in
 interpret mode on any backend, which is how the tests check it (forward and gradients) on a CPU.
 """
 
@@ -60,11 +62,26 @@ def resolve_attention(name: str, dtype: str = "float32") -> str:
     return name
 
 
-def xla_attention(q, k, v, *, mask=None, dropout=None, deterministic: bool = True, rngs=None):
+def check_packing(name: str, dtype: str = "float32") -> str:
+    """The model.attention setting for packed batches (segment ids): `name` itself, or for 'auto' that would
+    pick cuDNN, 'pallas'; ConfigError for 'cudnn', since gptjax gives cuDNN's fused kernel no segment ids and
+    packed examples would attend to each other."""
+    impl = resolve_attention(name, dtype)
+    if impl != "cudnn":
+        return name
+    if name == "auto":
+        return "pallas"
+    raise ConfigError(f"model.attention={name!r} runs cuDNN's fused kernel, which gptjax does not give segment ids, "
+                      "so packed examples would attend to each other; use model.attention=pallas (or xla, or "
+                      "auto), or data.pack=false")
+
+
+def xla_attention(q, k, v, *, mask=None, segment_ids=None, dropout=None, deterministic: bool = True, rngs=None):
     """The reference. Groups the H query heads into KV groups without materializing repeated k/v. By default query
     t sees keys up to its own position, counting from the end (so T < S is decoding against a longer context);
     mask [B, T, S] (True: query t may read key s) replaces that triangle, for rows of a batch that sit at
-    different positions of a KV cache.
+    different positions of a KV cache. segment_ids [B, T] (T = S) keep the triangle and also hide every key of
+    another segment.
 
     Long causal sequences (training's T = S of at least 2 * QUERY_BLOCK) are computed one block of queries at a
     time against only the keys it can see: the masked half of the [T, T] scores is never computed, stored or
@@ -74,12 +91,22 @@ def xla_attention(q, k, v, *, mask=None, dropout=None, deterministic: bool = Tru
     # Heads first, once: the blocks below then slice contiguous rows instead of each transposing its own copy.
     q = q.reshape(B, T, KV, H // KV, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
+    if segment_ids is not None and (mask is not None or T != S):
+        raise ValueError("segment_ids are for training's square causal attention, not with a mask or a KV cache")
+
+    def segments(start, stop):  # [B, stop - start, stop]: queries start..stop read keys 0..stop of their segment
+        if segment_ids is None:
+            return None
+        same = segment_ids[:, start:stop, None] == segment_ids[:, None, :stop]
+        return same & jnp.tril(jnp.ones((stop - start, stop), dtype=bool), k=start)[None]
+
     if mask is None and T == S and T >= 2 * QUERY_BLOCK and T % QUERY_BLOCK == 0:
         out = jnp.concatenate([_attend(q[:, :, :, i:i + QUERY_BLOCK], k[:, :, :i + QUERY_BLOCK],
-                                       v[:, :, :i + QUERY_BLOCK], None, dropout, deterministic, rngs)
+                                       v[:, :, :i + QUERY_BLOCK], segments(i, i + QUERY_BLOCK), dropout,
+                                       deterministic, rngs)
                                for i in range(0, T, QUERY_BLOCK)], axis=3)
     else:
-        out = _attend(q, k, v, mask, dropout, deterministic, rngs)
+        out = _attend(q, k, v, mask if segment_ids is None else segments(0, T), dropout, deterministic, rngs)
     return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, hd)
 
 
@@ -144,8 +171,9 @@ def _pallas_blocks(seq_len: int):
     return -(-seq_len // block) * block, sizes
 
 
-def pallas_attention(q, k, v, *, interpret: bool = False):
-    """Flash attention (causal) as a Pallas kernel, with its fused backward pass; T must equal S."""
+def pallas_attention(q, k, v, *, segment_ids=None, interpret: bool = False):
+    """Flash attention (causal) as a Pallas kernel, with its fused backward pass; T must equal S. segment_ids
+    [B, T]: the kernel's own segment masking (a query reads keys of its segment only)."""
     from jax.experimental.pallas.ops.gpu import attention as flash
 
     B, T, H, hd = q.shape
@@ -161,7 +189,9 @@ def pallas_attention(q, k, v, *, interpret: bool = False):
         # padded queries' outputs are cut off (so they receive no gradient).
         pad = [(0, 0), (0, padded - T), (0, 0), (0, 0)]
         q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
-    out = flash.mha(q, k, v, None, sm_scale=1.0 / math.sqrt(hd), causal=True, block_sizes=sizes,
+        if segment_ids is not None:
+            segment_ids = jnp.pad(segment_ids, [(0, 0), (0, padded - T)], constant_values=-1)
+    out = flash.mha(q, k, v, segment_ids, sm_scale=1.0 / math.sqrt(hd), causal=True, block_sizes=sizes,
                     interpret=interpret)
     return out[:, :T]
 
@@ -175,10 +205,17 @@ KERNELS = {
 }
 
 
-def attention(impl: str, q, k, v, *, dropout=None, deterministic: bool = True, rngs=None):
-    """Causal attention with the named kernel (a value resolve_attention returned, or 'pallas_interpret')."""
+def attention(impl: str, q, k, v, *, segment_ids=None, dropout=None, deterministic: bool = True, rngs=None):
+    """Causal attention with the named kernel (a value resolve_attention returned, or 'pallas_interpret');
+    segment_ids [B, T] keep packed examples apart."""
     if impl == "xla":
-        return xla_attention(q, k, v, dropout=dropout, deterministic=deterministic, rngs=rngs)
+        return xla_attention(q, k, v, segment_ids=segment_ids, dropout=dropout, deterministic=deterministic,
+                             rngs=rngs)
     if q.shape[1] != k.shape[1]:  # fused kernels here assume aligned queries and keys; decoding steps do not
         return xla_attention(q, k, v)
-    return KERNELS[impl](q, k, v)
+    if segment_ids is None:
+        return KERNELS[impl](q, k, v)
+    if impl == "cudnn":
+        raise ConfigError("cuDNN attention is not given segment ids; packed batches need model.attention=pallas "
+                          "or xla (see check_packing)")
+    return KERNELS[impl](q, k, v, segment_ids=segment_ids)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("gptjax.evaluate", "validation loss, or a benchmark task (HellaSwag, MMLU, custom, ...)"),
     "prepare": ("gptjax.data.prepare", "raw text -> cleaned, deduplicated token shards (datatrove)"),
     "crawl": ("gptjax.data.crawl", "fetch web pages politely into JSON lines (and WARC)"),
+    "pubmedqa": ("gptjax.data.pubmedqa", "PubMedQA -> SFT, preference and held-out task files, split by PMID"),
     "hf": ("gptjax.hf", "import a Hugging Face model as a run, or export a run to Hugging Face"),
     "bench": ("gptjax.bench", "time the train step: tokens/s, MFU, compile time, memory, input pipeline"),
     "plot": ("gptjax.plot", "plot runs' loss curves, or a data-preparation report, to a PNG"),

@@ -10,6 +10,7 @@ second tool in one process would share, and it cannot read the YAML config a run
 from __future__ import annotations
 
 import argparse
+import sys
 
 import ml_collections
 
@@ -36,7 +37,7 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 class ArgumentParser(argparse.ArgumentParser):
     """Every gptjax tool's argument parser: its usage names the command as it was started, --help shows each
     option's default, and a --multi-word option takes both spellings (--max-new-tokens and --max_new_tokens; the
-    first is the one shown)."""
+    first is the one shown); a wrong use is one line naming the problem, exit 2."""
 
     def __init__(self, *args, prog: str | None = None, **kwargs):
         kwargs.setdefault("formatter_class", _HelpWithDefaults)
@@ -53,6 +54,10 @@ class ArgumentParser(argparse.ArgumentParser):
         if "dest" not in kwargs and ordered[0].startswith("--"):
             kwargs["dest"] = ordered[0][2:].replace("-", "_")
         return super().add_argument(*ordered, **kwargs)
+
+    def error(self, message):  # bad input is one line, as everywhere in gptjax, not the usage block
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def parse_args(argv: list[str] | None, prog: str, doc: str, *, add_arguments=None,

@@ -41,7 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.remat": ("none", "full", "dots"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "data.source": ("stdlib", "text", "shards", "files"),
+    "data.source": ("stdlib", "text", "shards", "files", "chat", "preferences"),
     "train.nonfinite": ("stop", "skip"),
 }
 
@@ -83,9 +83,13 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.data = dict(
         # stdlib: this interpreter's standard library sources; text: data.path; shards: data.shards; files: data.path
-        # is files or folders of .txt, .jsonl, .parquet, .warc, cleaned and tokenized into RUN/prepared first
+        # is files or folders of .txt, .jsonl, .parquet, .warc, cleaned and tokenized into RUN/prepared first;
+        # chat: conversations for supervised fine-tuning (SFT); preferences: prompt/chosen/rejected pairs for DPO
+        # (see docs/post_training.md)
         source="stdlib",
-        path=_optional(str),  # source=text: a local text file; source=files: PATH[,PATH...] ([NAME=]PATH)
+        # source=text: a local text file; files: PATH[,PATH...] ([NAME=]PATH); chat, preferences: a .jsonl file,
+        # a folder of them, a `datasets` folder or a hub dataset name
+        path=_optional(str),
         url=_optional(str),  # where to download data.path from when it is missing and the machine is online
         # Prepared token shards: DIR (with train/, optional val/ and tokenizer/), or a weighted mixture
         # DIR:WEIGHT,DIR:WEIGHT,... (weights are normalized; without weights, every window is equally likely).
@@ -96,6 +100,19 @@ def base_config() -> ml_collections.ConfigDict:
         # A text source that changed since RUN/data was tokenized from it stops the run from starting; true:
         # tokenize it again (with the run's tokenizer) and continue the run on the new text.
         retokenize=False,
+        # chat, preferences: held-out records (else data.val_fraction of the records, chosen by their content)
+        val_path=_optional(str),
+        # chat, preferences: the Jinja chat template: '' (the tokenizer's own, as an imported model has it, else
+        # the default), 'default' (ChatML), a .jinja file, or the template itself; its <|...|> tokens are added
+        chat_template="",
+        pack=True,  # chat: pack several conversations into each row (attention never crosses between them)
+        # Pretraining on token streams: attention stops at end-of-text tokens, so a window's documents do not see
+        # each other (positions restart at each); needs a tokenizer with an end-of-text token
+        document_mask=False,
+    )
+    # Direct Preference Optimization (data.source=preferences): the reference is the model the run starts from
+    c.dpo = dict(
+        beta=0.1,  # how far the policy may move from the reference (larger: closer to it)
     )
     c.optim = dict(
         lr=1e-3,
@@ -395,6 +412,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1)")
+    if d.source in ("chat", "preferences") and not d.path:
+        raise ConfigError(f"data.source={d.source!r} needs data.path: a .jsonl file of records (or a folder of them, "
+                          "a `datasets` folder, a hub dataset name); see docs/post_training.md")
+    if d.document_mask and d.source in ("chat", "preferences"):
+        raise ConfigError(f"data.document_mask is for pretraining on token streams; data.source={d.source!r} "
+                          "already keeps each example apart (data.pack)")
+    if cfg.dpo.beta <= 0:
+        raise ConfigError(f"dpo.beta={cfg.dpo.beta} must be positive")
     if d.source in ("text", "files") and not d.path:
         raise ConfigError(f"data.source={d.source!r} needs data.path, e.g. --config.data.path=input.txt"
                           + (" (or a folder, or several paths separated by commas)" if d.source == "files" else ""))
@@ -412,6 +437,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if d.source == "shards":
         parse_mixture(d.shards)  # the spec's syntax; its directories are read when the data is prepared
     parse_eval_tasks(t.eval_tasks, check_files=False)
+
+
+def uses_segments(cfg: ml_collections.ConfigDict) -> bool:
+    """Whether the batches carry segment ids (packed SFT rows, or document-masked pretraining windows), which
+    the attention kernel must honour."""
+    return (cfg.data.source == "chat" and cfg.data.pack) or cfg.data.document_mask
 
 
 def check_model(m, *, vocab_size_known: bool = True) -> None:
@@ -548,7 +579,7 @@ def settings_warnings(cfg: ml_collections.ConfigDict) -> list[str]:
 # Model keys that change how the model runs, not what its parameters are: a run may continue with them changed,
 # and weights move between models that differ only in them.
 RUNTIME_MODEL_KEYS = ("attention", "remat", "scan_layers", "dtype", "dropout", "attn_dropout")
-RESUMABLE_SECTIONS = ("model", "optim", "train", "mesh", "distributed", "checkpoint")
+RESUMABLE_SECTIONS = ("model", "optim", "train", "mesh", "distributed", "checkpoint", "dpo")
 RUNTIME_DATA_KEYS = ("retokenize",)  # how a run treats its data, not which data it is
 
 

@@ -36,8 +36,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax.command import ArgumentParser
-from gptjax import distributed, tracking
+from gptjax import distributed, objectives, tracking
 from gptjax.config import parse_mixture
+from gptjax.data.chat import ChatTemplate
+from gptjax.data.packing import ROW_FIELDS, eval_rows
 from gptjax.data.shards import open_split
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.rundir import RunDir, check_writable
@@ -193,19 +195,22 @@ class Scorer:
 
 
 def choice_metrics(task: Task, scores: list[tuple[float, bool]]) -> dict:
-    """acc (argmax log-likelihood), and for multiple choice acc_norm: argmax of log-likelihood divided by the
-    choice's length in characters, which is what lm-eval's acc_norm computes, and acc_bytes by UTF-8 length."""
-    correct, correct_norm, correct_bytes, groups = [], [], [], {}
+    """acc (argmax log-likelihood), gold_loglik (the right choice's mean log-likelihood), and for multiple choice
+    acc_norm: argmax of log-likelihood divided by the choice's length in characters, which is what lm-eval's
+    acc_norm computes, and acc_bytes by UTF-8 length."""
+    correct, correct_norm, correct_bytes, groups, gold_ll = [], [], [], {}, []
     k = 0
     for ex in task.examples:
         lls = np.array([s for s, _ in scores[k:k + len(ex.pairs)]])
         k += len(ex.pairs)
+        gold_ll.append(lls[ex.gold])
         correct.append(int(np.argmax(lls)) == ex.gold)
         correct_norm.append(int(np.argmax(lls / np.array(ex.norm_lengths, float))) == ex.gold)
         nbytes = np.array([len(c.lstrip(" ").encode("utf-8")) or 1 for _, c in ex.pairs], float)
         correct_bytes.append(int(np.argmax(lls / nbytes)) == ex.gold)
         groups.setdefault(ex.group, []).append(correct[-1])
-    metrics = {"acc": float(np.mean(correct))}
+    # acc moves only when the right choice overtakes the others; its log-likelihood shows smaller steps
+    metrics = {"acc": float(np.mean(correct)), "gold_loglik": float(np.mean(gold_ll))}
     if task.kind == "multiple_choice" and task.name != "mmlu":  # mmlu's choices are all one letter
         metrics["acc_norm"] = float(np.mean(correct_norm))
         metrics["acc_bytes"] = float(np.mean(correct_bytes))
@@ -247,6 +252,34 @@ def val_loss(run, shards, *, batch_size: int = DEFAULT_BATCH_SIZE, limit: int | 
     loss = -total / count
     return {"metrics": {"val_loss": loss, "perplexity": math.exp(loss)},
             "counts": {"windows": len(windows), "tokens": count}}
+
+
+def rows_val_loss(run, rows_file: Path, *, batch_size: int, limit: int | None) -> dict:
+    """A post-training run's held-out rows (RUN/data/rows.npz): the mean loss over the tokens training puts in
+    the loss (the replies; for preference pairs the chosen responses, and the rejected ones as rejected_loss).
+    limit: at most this many rows."""
+    try:
+        with np.load(rows_file) as z:
+            columns = {k.split("/", 1)[1]: z[k][:limit] for k in z.files if k.startswith("val/")}
+    except (OSError, ValueError) as e:
+        raise TaskError(f"cannot read the held-out rows {rows_file} ({e}); run training again to make them") from None
+    if not columns:
+        raise TaskError(f"{rows_file} holds no held-out rows (data.val_fraction=0 and no data.val_path)")
+    sides = ["chosen", "rejected"] if "chosen_tokens" in columns else [""]
+    step = jax.jit(lambda params, rows: objectives.sequence_logprobs(nnx.merge(run.graphdef, params), rows))
+    metrics, counts = {}, {"rows": len(next(iter(columns.values())))}
+    for side in sides:
+        prefix = f"{side}_" if side else ""
+        rows = {k[len(prefix):]: v for k, v in columns.items() if k.startswith(prefix) and k[len(prefix):] in
+                ROW_FIELDS}
+        tokens = int(rows["loss_mask"].sum())
+        per_row = np.concatenate([np.asarray(step(run.params, batch)) for batch in
+                                  eval_rows(rows, batch_size, -(-counts["rows"] // batch_size))])
+        total = float(per_row[:counts["rows"]].sum())  # the last batch repeats the first rows to fill up
+        name = "val_loss" if side in ("", "chosen") else "rejected_loss"
+        metrics[name] = -total / max(tokens, 1)
+        counts[f"{prefix}tokens"] = tokens
+    return {"metrics": metrics, "counts": counts}
 
 
 def val_loss_by_source(run, dirs: dict[str, Path], *, batch_size: int, limit: int | None) -> dict:
@@ -296,6 +329,11 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
     if task == "val_loss":
         if shots:
             raise TaskError("val_loss takes no --shots")
+        if data is None and run.config.data.source in ("chat", "preferences") and run_dir is not None:
+            rows_file = RunDir(run_dir).data / "rows.npz"
+            result = rows_val_loss(run, rows_file, batch_size=batch_size, limit=limit)
+            return {"task": task, "data": str(rows_file), "shots": 0, "limit": limit, "step": run.step,
+                    **result, "seconds": round(time.perf_counter() - began, 3)}
         dirs = {"data": Path(data).expanduser()} if data is not None else default_val_dirs(run, run_dir)
         # A prepared data directory (with train/ and val/) means its val split.
         dirs = {name: d / "val" if not any(d.glob("*.ds")) and (d / "val").is_dir() else d
@@ -303,7 +341,7 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
         result = val_loss_by_source(run, dirs, batch_size=batch_size, limit=limit)
         data = ",".join(map(str, dirs.values()))
     else:
-        loaded = load_task(task, data, shots, limit)
+        loaded = load_task(task, data, shots, limit, chat=_chat_format(run.tokenizer))
         scorer = Scorer(run, batch_size)
         # An item holding text the tokenizer cannot encode (a character a char model never saw) counts as wrong,
         # and is counted, rather than stopping the task.
@@ -325,9 +363,19 @@ def evaluate_task(run, task: str, data=None, shots: int = 0, limit: int | None =
                                                  "requests": len(scores), "rows": scorer.rows_scored,
                                                  "unencodable": len(unscorable)}}
         data = loaded.data
+        if task == "custom":  # how the questions were put: in the model's chat template, or as plain text
+            result["format"] = "chat" if run.tokenizer.chat_template else "text"
     seconds = time.perf_counter() - began
     return {"task": task, "data": str(data), "shots": shots, "limit": limit, "step": run.step, **result,
             "seconds": round(seconds, 3)}
+
+
+def _chat_format(tokenizer):
+    """A model fine-tuned on conversations is asked custom questions in its chat template (see load_custom)."""
+    if not tokenizer.chat_template:
+        return None
+    template = ChatTemplate.choose("", tokenizer)
+    return lambda messages: template.render(messages, add_generation_prompt=True)[0]
 
 
 def _encodable(scorer: Scorer, pairs) -> bool:

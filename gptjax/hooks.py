@@ -21,10 +21,12 @@ import numpy as np
 
 from gptjax import distributed, tracking
 from gptjax.data.loader import eval_batches
+from gptjax.data.packing import eval_rows
 from gptjax.evaluate import evaluate_task
 from gptjax.flops import flops_per_token, reference_peak
 from gptjax.run import Run
-from gptjax.sample import generate, prompt_ids
+from gptjax.data.chat import ChatTemplate
+from gptjax.sample import generate, generate_batch, prompt_ids
 from gptjax.step import TrainState
 
 
@@ -54,6 +56,11 @@ class Hook:
         if stopping:
             return self.at_stop
         return bool(self.every and step % self.every == 0) or (last and self.at_end)
+
+
+_STEP_METRICS = ("loss", "lr", "grad_norm", "param_norm", "skipped")  # what every train step reports
+_WEIGHTS = ("tokens_in_loss", "pairs")  # counts an objective's means are over
+_NOT_SHOWN = _WEIGHTS  # written to metrics.jsonl, left off the terminal line
 
 
 class ProgressLog:
@@ -95,10 +102,13 @@ class ProgressLog:
         skipped = self.trainer.policy.skipped
         self.tokens_per_sec = tokens_per_sec  # shown on the bar until the next log line
         self._advance(step, metrics["loss"])
+        # What the objective reports besides its loss (DPO's rewards, ...)
+        extra = {k: v for k, v in metrics.items() if k not in _STEP_METRICS}
         self.trainer.tracker.write(step, loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
                                    param_norm=metrics["param_norm"], tokens_per_sec=round(tokens_per_sec, 1),
-                                   mfu=round(mfu, 4), **({"skipped_steps": skipped} if skipped else {}))
-        tracking.echo(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} | "
+                                   mfu=round(mfu, 4), **extra, **({"skipped_steps": skipped} if skipped else {}))
+        shown = "".join(f" | {k.replace('_', ' ')} {v:.4g}" for k, v in extra.items() if k not in _NOT_SHOWN)
+        tracking.echo(f"step {step:>6}/{self.t.steps} | loss {metrics['loss']:.4f}{shown} | lr {metrics['lr']:.2e} | "
                       f"{tokens_per_sec:,.0f} tok/s | MFU {100 * mfu:.1f}% of {self.peak_source}")
 
 
@@ -111,9 +121,13 @@ class Evaluation:
         self.trainer = trainer
         t, inputs = trainer.cfg.train, trainer.inputs
         processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-        self.val_sets = {name: eval_batches(shards, trainer.model_config.block_size, t.batch_size, t.eval_batches,
-                                            seed=t.seed + 1, **processes)
-                         for name, shards in inputs.val.items()}
+        if inputs.rows:  # post-training rows: the held-out examples in order
+            self.val_sets = {name: eval_rows(columns, t.batch_size, t.eval_batches, **processes)
+                             for name, columns in inputs.val.items()}
+        else:
+            self.val_sets = {name: eval_batches(shards, trainer.model_config.block_size, t.batch_size,
+                                                t.eval_batches, seed=t.seed + 1, **processes)
+                             for name, shards in inputs.val.items()}
         self.source_weight = dict(zip(inputs.train, trainer.loader.weights))
 
     def __call__(self, info: StepInfo) -> dict:
@@ -121,22 +135,31 @@ class Evaluation:
         if not self.val_sets and not trainer.eval_tasks:
             return {}
         program = trainer.program
-        losses = {name: float(np.mean([distributed.fetch(program.eval_step(info.state.params, program.to_device(b)))
-                                       for b in batches]))
-                  for name, batches in self.val_sets.items()}
+        per_source = {}  # source -> {metric: mean over its batches}
+        for name, batches in self.val_sets.items():
+            values = [{k: float(distributed.fetch(v)) for k, v in
+                       program.eval_step(info.state.params, program.to_device(b)).items()} for b in batches]
+            # an objective that counts what its mean is over (tokens, pairs) is averaged by those counts
+            weight = next((k for k in _WEIGHTS if k in values[0]), None)
+            w = np.array([v[weight] for v in values]) if weight else np.ones(len(values))
+            per_source[name] = {k: float(np.sum([v[k] for v in values] * w) / max(w.sum(), 1e-9))
+                                for k in values[0] if k != weight}
         result = {}
-        if losses:
-            total = sum(self.source_weight.get(n, 0.0) for n in losses) or 1.0
-            result["val_loss"] = sum(self.source_weight.get(n, 0.0) * loss for n, loss in losses.items()) / total
-        if len(losses) > 1:
-            result.update({f"val_loss_{name}": loss for name, loss in losses.items()})
+        if per_source:
+            total = sum(self.source_weight.get(n, 0.0) for n in per_source) or 1.0
+            metrics = sorted(next(iter(per_source.values())), key=lambda k: k != "loss")  # loss first
+            for metric in metrics:  # loss, and what else the objective reports
+                result[f"val_{metric}"] = sum(self.source_weight.get(n, 0.0) * m[metric]
+                                              for n, m in per_source.items()) / total
+        if len(per_source) > 1:
+            result.update({f"val_loss_{name}": m["loss"] for name, m in per_source.items()})
         result.update(self.task_scores(info))
         trainer.tracker.write(step, **result)
         best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
                 and trainer.checkpoints.save_if_best(step, result["val_loss"], info.state, trainer.cfg.to_dict(),
                                                      trainer.checkpoint_meta(step)))
-        shown = " | ".join(f"{k.replace('_', ' ') if k == 'val_loss' else k.removeprefix('val_loss_')} {v:.4f}"
-                           for k, v in result.items())
+        shown = " | ".join(f"{_shown_name(k)} {v:.4f}" for k, v in result.items()
+                           if k.removeprefix("val_") not in _NOT_SHOWN)
         tracking.echo(f"step {step:>6} | {shown}{' (best so far: saved)' if best else ''}")
         return result
 
@@ -151,6 +174,13 @@ class Evaluation:
         return scores
 
 
+def _shown_name(key: str) -> str:
+    """val_loss -> 'val loss', val_loss_web -> 'web', val_reward_accuracy -> 'val reward accuracy'."""
+    if key.startswith("val_loss_"):
+        return key.removeprefix("val_loss_")
+    return key.replace("_", " ")
+
+
 def print_sample(info: StepInfo) -> None:
     """train.sample_tokens tokens continuing train.sample_prompt. Every process decodes (the parameters are spread
     over all of them); process 0 prints."""
@@ -158,11 +188,33 @@ def print_sample(info: StepInfo) -> None:
     if not t.sample_tokens:
         return
     tokenizer = trainer.inputs.tokenizer
+    if trainer.inputs.rows:
+        return _print_reply(info)
     sample = generate(trainer.program.setup.graphdef, info.state.params, prompt_ids(tokenizer, t.sample_prompt),
                       block_size=trainer.model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed,
                       vocab_size=tokenizer.vocab_size)  # a padded table's extra ids decode to nothing
     if trainer.main_process:
         print("-" * 80 + "\n" + t.sample_prompt + tokenizer.decode(sample[0].tolist()) + "\n" + "-" * 80)
+
+
+def _print_reply(info: StepInfo) -> None:
+    """Post-training: the model's reply to the first held-out prompt (or the first training one), up to the end
+    of its turn, after the prompt as the model saw it."""
+    trainer, t = info.trainer, info.trainer.cfg.train
+    tokenizer, inputs = trainer.inputs.tokenizer, trainer.inputs
+    columns = next(iter((inputs.val or inputs.train).values()))
+    prefix = "chosen_" if "chosen_tokens" in columns else ""
+    tokens, mask = columns[prefix + "tokens"][0], columns[prefix + "loss_mask"][0]
+    first = int(np.argmax(mask)) if mask.any() else int((columns[prefix + "segment_ids"][0] > 0).sum()) - 1
+    prompt = tokens[:first + 1]  # the reply's first token is the target at `first`
+    end = ChatTemplate.choose("", tokenizer).end_of_turn(tokenizer) if tokenizer.chat_template else None
+    reply = generate_batch(trainer.program.setup.graphdef, info.state.params, [prompt],
+                           block_size=trainer.model_config.block_size, max_new_tokens=t.sample_tokens, seed=t.seed,
+                           temperature=0.0, stop_ids=[end] if end is not None else None,
+                           vocab_size=tokenizer.vocab_size)[0]
+    if trainer.main_process:
+        print("-" * 80 + "\n" + tokenizer.decode(prompt.tolist()) + tokenizer.decode(reply.tolist()) + "\n" +
+              "-" * 80)
 
 
 def print_next_steps(info: StepInfo) -> None:
@@ -172,7 +224,8 @@ def print_next_steps(info: StepInfo) -> None:
         return
     run, saved = shlex.quote(str(trainer.run_dir.path)), trainer.last_checkpoint
     where = f"checkpoint {trainer.run_dir.checkpoints / str(saved)}" if saved is not None else "no checkpoint saved"
+    sample = "--chat --prompt 'Hello'" if trainer.inputs.tokenizer.chat_template else "--prompt 'Once'"
     print(f"run {trainer.run_dir.path}: step {info.step}, {where}\n"
-          f"  sample:   python -m gptjax.sample --workdir {run} --prompt 'Once'\n"
+          f"  sample:   python -m gptjax.sample --workdir {run} {sample}\n"
           f"  evaluate: python -m gptjax.evaluate --workdir {run} --task val_loss\n"
           f"  continue: the same command with a larger --config.train.steps (now {trainer.cfg.train.steps})")

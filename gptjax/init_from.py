@@ -15,14 +15,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from gptjax.checkpoint import CheckpointError
 from gptjax.config import RUNTIME_MODEL_KEYS, ConfigError, base_config, read_saved
-from gptjax.hf import HFError, load_hf, model_values
+from gptjax.hf import HFError, dotted, hf_tokenizer, load_hf, model_values
 from gptjax.model import ModelConfig
 from gptjax.run import RunError, load_run
 from gptjax.rundir import RunDir
 from gptjax.state import Setup
-from gptjax.tokenizer import Tokenizer
+from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, load_tokenizer
 
 # Not taken from the source: the vocabulary follows this run's tokenizer (checked against the source's), and the
 # initialization scale does not matter to weights that are loaded.
@@ -47,6 +51,15 @@ class Source:
             return cls(text, path, step, "hf")
         raise ConfigError(f"checkpoint.init_from={text} is not a run directory (with config.yaml and "
                           "checkpoints/), a RUN/checkpoints/STEP directory, or a Hugging Face model directory")
+
+    def tokenizer(self) -> Tokenizer:
+        """The source's tokenizer (with its chat template, if it has one), without reading its weights."""
+        try:
+            if self.kind == "run":
+                return load_tokenizer(RunDir(self.path).tokenizer)
+            return hf_tokenizer(self.path)
+        except (HFError, TokenizerError) as e:
+            raise ConfigError(f"checkpoint.init_from={self.text}: {e}") from None
 
     def model(self) -> dict:
         """The source's model section (nothing but configuration files read)."""
@@ -110,9 +123,45 @@ def weights_from(source: Source, built: Setup, tokenizer: Tokenizer):
     if wrong := [f"model.{k}={mine[k]!r} (the source has {theirs[k]!r})" for k in mine if theirs[k] != mine[k]]:
         raise ConfigError(f"checkpoint.init_from={source.text} holds another architecture than this run's: "
                           f"{', '.join(wrong)}; use the same architecture to start from its weights")
+    params = other.params
     if other.tokenizer != tokenizer:  # by content: the same vocabulary and rules under any name or folder
-        raise ConfigError(f"checkpoint.init_from={source.text} was trained with the {other.tokenizer.describe()}, "
-                          f"but this run's data uses the {tokenizer.describe()}; tokenize the data with the same "
-                          "tokenizer (data.tokenizer)")
+        added = added_tokens(other.tokenizer, tokenizer)
+        if added is None:
+            raise ConfigError(f"checkpoint.init_from={source.text} was trained with the "
+                              f"{other.tokenizer.describe()}, but this run's data uses the {tokenizer.describe()}; "
+                              "tokenize the data with the same tokenizer (data.tokenizer)")
+        params = grow_vocabulary(params, built, [tokenizer.token_id(t) for t in added], other.tokenizer.vocab_size)
+        print(f"tokens new to the model: {', '.join(added)} (their embedding rows start at the mean of the "
+              "others)")
+    elif other.model_config.vocab_size != built.model_config.vocab_size:
+        params = grow_vocabulary(params, built, [], other.tokenizer.vocab_size)
     print(f"initialized from {source.path} step {other.step} (weights only; the optimizer starts afresh)")
-    return other.params
+    return params
+
+
+def added_tokens(theirs: Tokenizer, mine: Tokenizer) -> list[str] | None:
+    """The special tokens `mine` adds to `theirs` (a chat template's), or None when they differ otherwise."""
+    if not (isinstance(theirs, BPETokenizer) and isinstance(mine, BPETokenizer)):
+        return None
+    have = {t.content for t in theirs.tokenizer.get_added_tokens_decoder().values()}
+    extra = [t.content for _, t in sorted(mine.tokenizer.get_added_tokens_decoder().items()) if t.content not in have]
+    return extra if extra and theirs.with_special_tokens(extra) == mine else None
+
+
+def grow_vocabulary(params, built: Setup, new_ids: list[int], known: int):
+    """The source's parameters with the token table (and an untied head) resized to this model's vocabulary: rows
+    of tokens the source had are kept, and every other row (new tokens, padding) starts at the mean of the
+    source's first `known` rows, so a new token begins as an average token rather than as noise."""
+    size = built.model_config.vocab_size
+
+    def resize(key_path, table):
+        axis = {"wte.embedding": 0, "lm_head.kernel": 1}.get(dotted(key_path))
+        if axis is None:
+            return table
+        table = np.moveaxis(np.asarray(jax.device_get(table)), axis, 0)
+        out = np.repeat(table[:known].mean(axis=0, keepdims=True), size, axis=0).astype(table.dtype)
+        keep = np.setdiff1d(np.arange(min(known, size, len(table))), new_ids)
+        out[keep] = table[keep]
+        return jnp.asarray(np.moveaxis(out, 0, axis))
+
+    return jax.device_put(jax.tree_util.tree_map_with_path(resize, params), built.shardings.params)

@@ -5,7 +5,9 @@
 Text sources (the stdlib corpus, data.path) are tokenized once into RUN/data/{train,val}, with a record of what
 from (RUN/data/source.json: the data settings and a SHA-256 of the text); a run whose text changed since refuses
 to start rather than train on stale tokens. Prepared shard directories (data.source=shards, from
-gptjax.data.prepare) are read where they are.
+gptjax.data.prepare) are read where they are. Post-training records (data.source=chat or preferences) become rows
+(gptjax.data.conversations) in RUN/data/rows.npz, under the same rule: made again only when the records, the chat
+template, the tokenizer or the row settings changed, and then only with data.retokenize on a started run.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import ml_collections
+import numpy as np
 
 from gptjax.config import parse_mixture
 from gptjax.data import DataError, TokenShard, prepare
+from gptjax.data.chat import ChatTemplate, read_records
+from gptjax.data.conversations import check_usable, describe_report, preference_rows, sft_rows, split_records
 from gptjax.data.loader import WindowLoader
 from gptjax.data.shards import open_split
 from gptjax.data.sources import prepare_splits, read_text, stdlib_corpus
@@ -31,15 +36,20 @@ from gptjax.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 class Inputs(NamedTuple):
     tokenizer: Tokenizer
-    train: dict[str, list[TokenShard]]  # source name -> its training shards
+    train: dict[str, list[TokenShard]]  # source name -> its training shards (rows: {column: array})
     val: dict[str, list[TokenShard]]  # the sources that have a validation split
     weights: dict[str, float] | None  # data.shards' mixture weights (None: every window equally likely)
+    rows: bool = False  # train and val hold post-training rows (gptjax.data.packing), not token shards
 
 
-def prepare_data(cfg: ml_collections.ConfigDict, run_dir: str | Path | RunDir, write: bool = True) -> Inputs:
+def prepare_data(cfg: ml_collections.ConfigDict, run_dir: str | Path | RunDir, write: bool = True, *,
+                 base_tokenizer: Tokenizer | None = None) -> Inputs:
     """The run's tokenizer and shards. write=False (processes other than the first) only reads what the first
-    process wrote."""
+    process wrote. base_tokenizer: the tokenizer of the model the run starts from (checkpoint.init_from), which
+    post-training data is tokenized with unless data.tokenizer names one."""
     d, run_dir = cfg.data, RunDir(run_dir)
+    if d.source in ("chat", "preferences"):
+        return _post_training_rows(cfg, run_dir, write, base_tokenizer)
     if d.source == "shards":
         mixture = parse_mixture(d.shards)
         train = {name: open_split(s.path / "train") for name, s in mixture.items()}
@@ -104,6 +114,91 @@ def _curated_files(cfg: ml_collections.ConfigDict, run_dir: RunDir, write: bool)
     train = {name: open_split(out / name / "train") for name in names}
     val = {name: open_split(out / name / "val") for name in names if any((out / name / "val").glob("*.ds"))}
     return Inputs(tokenizer, train, val, None)
+
+
+ROWS_VERSION = 1  # how records become rows; a change here makes every run's rows again
+
+
+def _post_training_rows(cfg: ml_collections.ConfigDict, run_dir: RunDir, write: bool,
+                        base: Tokenizer | None) -> Inputs:
+    d = cfg.data
+    rows_file = run_dir.data / "rows.npz"
+    if not write:
+        return _rows_inputs(load_tokenizer(run_dir.tokenizer), rows_file, d.source)
+    if d.tokenizer != "char" or base is None:  # "char" is the default: unset, the starting model's tokenizer
+        if d.tokenizer == "char":
+            raise DataError(f"data.source={d.source} needs a tokenizer: set checkpoint.init_from to the model to "
+                            "fine-tune (its tokenizer is used), or data.tokenizer (gpt2, a tokenizer.json, a "
+                            "directory)")
+        base = build_tokenizer(d.tokenizer)
+    template = ChatTemplate.choose(d.chat_template, base)
+    tokenizer = template.extend(base)
+    added = tokenizer.vocab_size - base.vocab_size
+    records = list(read_records(d.path))
+    if d.val_path:
+        train, val = records, list(read_records(d.val_path))
+    else:
+        train, val = split_records(records, d.val_fraction)
+    length = cfg.model.block_size
+    now = {"source": d.source, "version": ROWS_VERSION, "path": d.path, "val_path": d.val_path,
+           "val_fraction": d.val_fraction, "records": _records_hash(train), "val_records": _records_hash(val),
+           "template": template.fingerprint(), "tokenizer": tokenizer.fingerprint, "block_size": length,
+           "pack": d.pack if d.source == "chat" else False}
+    saved = _read_json(run_dir.data_source)
+    if saved == now and rows_file.exists():
+        return _rows_inputs(load_tokenizer(run_dir.tokenizer), rows_file, d.source)
+    if run_dir.started() and saved is not None:
+        change = ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" if k not in ("records", "val_records") else
+                           f"the {'training' if k == 'records' else 'held-out'} records' content"
+                           for k, v in now.items() if saved.get(k) != v)
+        if not d.retokenize:
+            raise DataError(f"the post-training data changed since {rows_file} was made ({change}); the run would "
+                            "go on with other data; start a new --workdir, or set --config.data.retokenize=true")
+        print(f"data: {change}; making the rows again (data.retokenize=true)")
+    print(f"data: chat template: {template.origin}" + (f"; {added} special token{'s' * (added > 1)} added to the "
+                                                       f"tokenizer ({', '.join(template.special_tokens())})"
+                                                       if added else ""))
+    build = (lambda recs: sft_rows(recs, template, tokenizer, length, d.pack)) if d.source == "chat" else \
+        (lambda recs: preference_rows(recs, template, tokenizer, length))
+    built = {"train": build(train)}
+    check_usable("training", built["train"].report, d.path)
+    if val:
+        built["val"] = build(val)
+    report = {split: b.report for split, b in built.items()}
+    for split, b in built.items():
+        print(describe_report(split, b.report))
+    try:
+        run_dir.data.mkdir(parents=True, exist_ok=True)
+        run_dir.data_source.unlink(missing_ok=True)  # written last: its presence marks the rows complete
+        arrays = {f"{split}/{k}": v for split, b in built.items() for k, v in b.rows.items()}
+        with open(rows_file.with_suffix(".tmp"), "wb") as f:
+            np.savez(f, **arrays)
+        rows_file.with_suffix(".tmp").replace(rows_file)
+        tokenizer.save(run_dir.tokenizer)
+        write_atomically(run_dir.data / "report.json", json.dumps(report, indent=1))
+    except OSError as e:
+        raise RunDirError(f"cannot write the rows to {run_dir.data}: {e.strerror or e}; free disk space or choose "
+                          "a writable --workdir") from None
+    write_atomically(run_dir.data_source, json.dumps(now, indent=1))
+    return _rows_inputs(tokenizer, rows_file, d.source)
+
+
+def _records_hash(records: list) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps(r if not isinstance(r, Exception) else str(r), sort_keys=True, ensure_ascii=False,
+                                 default=str).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _rows_inputs(tokenizer: Tokenizer, rows_file: Path, name: str) -> Inputs:
+    with np.load(rows_file) as z:
+        splits: dict[str, dict] = {}
+        for key in z.files:
+            split, column = key.split("/", 1)
+            splits.setdefault(split, {})[column] = z[key]
+    return Inputs(tokenizer, {name: splits["train"]}, {name: splits["val"]} if "val" in splits else {}, None,
+                  rows=True)
 
 
 def _text_data(cfg: ml_collections.ConfigDict, run_dir: RunDir) -> Tokenizer:
@@ -213,7 +308,12 @@ def shards_tokenizer(spec: str, roots: list[Path]) -> Tokenizer:
 
 def check_vocabulary(loader: WindowLoader, val: dict, vocab_size: int, tokenizer: Tokenizer) -> None:
     """Token ids the embedding table does not have would be read as garbage (XLA clamps gathers), not fail."""
-    biggest = max([loader.max_token_id()] + [s.max_token_id() for shards in val.values() for s in shards])
+    def largest(split) -> int:  # token shards, or rows' columns
+        if isinstance(split, dict):
+            return max(int(v.max()) for k, v in split.items() if k.endswith(("tokens", "targets")))
+        return max(s.max_token_id() for s in split)
+
+    biggest = max([loader.max_token_id()] + [largest(split) for split in val.values()])
     if biggest >= vocab_size:
         raise DataError(f"the data holds token id {biggest}, beyond the model's vocabulary of "
                         f"{vocab_size} ({tokenizer.name}): the shards were written with another "

@@ -11,7 +11,7 @@ promises.
 
 The program is the StableHLO that jit lowers for the platform (what jax.export would serialize), before
 partitioning: shardings are annotations on it, and the collectives they imply are chosen later by XLA's SPMD
-partitioner. `collectives(program, batch_size)` compiles the same step for this machine's devices to count those
+partitioner. `collectives(lowered)` compiles the same step for this machine's devices to count those
 (the partitioner is the same pass on every platform).
 """
 
@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import re
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gptjax import sharding
-from gptjax.attention import resolve_attention, target_backend
+from gptjax import objectives, sharding
+from gptjax.attention import check_packing, resolve_attention, target_backend
+from gptjax.config import uses_segments
 from gptjax.model import ModelConfig
+from gptjax.step import next_token_loss
 from gptjax.trainer import Program, build_program
 
 BACKENDS = {"cuda": "gpu", "rocm": "gpu", "cpu": "cpu", "tpu": "tpu"}  # export's platform -> JAX's backend name
@@ -85,6 +88,15 @@ class Lowered:
 
         return +total("main")
 
+    def kernel_operands(self, kernel: str) -> list[list[str]]:
+        """The operand types ('2x64x4x32xbf16', ...) of each call of a Triton kernel, as written in the module."""
+        calls = []
+        for line in self.module.splitlines():
+            if "custom_call @__gpu$xla.gpu.triton" in line and f'name = "{kernel}"' in line:
+                signature = line[line.rindex(" : (") + 4:line.rindex(") ->")]
+                calls.append(re.findall(r"tensor<([^>]*)>", signature))
+        return calls
+
     def dots(self) -> collections.Counter:
         """(lhs, rhs, result) element types of every dot_general, e.g. ('bf16', 'bf16', 'f32')."""
         def dtype(tensor: str) -> str:
@@ -108,19 +120,34 @@ class Lowered:
         return sorted(t for t in products if re.fullmatch(rf"(?:\d+x){{2,}}{T}x{T}x\w+", t))
 
 
+def abstract_batch(cfg: ml_collections.ConfigDict, program: Program, batch_size: int | None = None):
+    """The batch the step takes (its loader's shapes and dtypes), as ShapeDtypeStructs on the batch sharding."""
+    batch_size = batch_size or cfg.train.batch_size
+    block = program.setup.model_config.block_size
+    shapes = objectives.batch_shapes(cfg.data.source, batch_size, block)
+    if shapes is None:
+        return jax.ShapeDtypeStruct((batch_size, block + 1), jnp.int32, sharding=program.batch_sharding)
+    return {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dtype), sharding=program.batch_sharding)
+            for k, (shape, dtype) in shapes.items()}
+
+
 def lower_train_step(cfg: ml_collections.ConfigDict, vocab_size: int = 256, platform: str = "cuda",
                      devices: list | None = None) -> Lowered:
     """The train step that Trainer would build from cfg, lowered for `platform` ('cuda', 'rocm', 'tpu', 'cpu')
     with this machine's devices standing in for the target's (devices: the mesh's, default all). Attention
     kernels are resolved as on the target ('auto' picks cudnn for a bf16 model on a GPU)."""
     with target_backend(BACKENDS[platform]):
+        if uses_segments(cfg):  # as the Trainer refuses cuDNN, or picks a kernel for auto
+            cfg = cfg.copy_and_resolve_references()
+            cfg.model.attention = check_packing(cfg.model.attention, cfg.model.dtype)
         model_config = ModelConfig.from_config(cfg.model, vocab_size)
         mesh = sharding.make_mesh(cfg.mesh, devices)
-        program = build_program(cfg, model_config, mesh)
+        # document_mask: any id stands in for the end-of-text token (the program does not depend on which)
+        objective = functools.partial(next_token_loss, eot_id=0) if cfg.data.document_mask else None
+        program = build_program(cfg, model_config, mesh, objective)
         attention = resolve_attention(model_config.attention, model_config.dtype)
     target = program.setup.target()
-    batch = jax.ShapeDtypeStruct((cfg.train.batch_size, model_config.block_size + 1), jnp.int32,
-                                 sharding=program.batch_sharding)
+    batch = abstract_batch(cfg, program)
     # Lowered, not exported: jax.export would also serialize the program, which it cannot do for cuDNN attention
     # on a mesh of several devices (its custom partitioning is a Python callback).
     lowered = program.train_step.trace(target, batch).lower(lowering_platforms=(platform,))
@@ -145,6 +172,12 @@ def broken_promises(lowered: Lowered) -> list[str]:
                               f"and {per_layer} {backward}, found {kernels[forward]} and {kernels[backward]}")
         elif kernels[forward] or kernels[backward]:
             broken.append(f"attention {impl}: found {name} kernels {dict(kernels)}")
+    if uses_segments(lowered.cfg) and impl == "pallas":
+        # packed rows, document masks: the kernel's own segment masking, an int32 [batch, T] operand of every call
+        for kernel in fused["pallas"]:
+            calls = lowered.kernel_operands(kernel)
+            if not calls or not all(any(re.fullmatch(r"\d+x\d+xi32", t) for t in call) for call in calls):
+                broken.append(f"packed rows: {kernel} is not given the segment ids")
     scores = lowered.score_matrices()
     if impl in fused and scores:
         broken.append(f"attention {impl}: XLA builds [T, T] score tensors {scores}")
@@ -163,10 +196,11 @@ def broken_promises(lowered: Lowered) -> list[str]:
     return broken
 
 
-def collectives(program: Program, batch_size: int) -> collections.Counter:
-    """Collective operations in the step compiled for this machine's devices, after SPMD partitioning."""
-    block = program.setup.model_config.block_size
-    batch = jax.ShapeDtypeStruct((batch_size, block + 1), jnp.int32, sharding=program.batch_sharding)
+def collectives(lowered: Lowered) -> collections.Counter:
+    """Collective operations in the lowered config's step compiled for this machine's devices, after SPMD
+    partitioning."""
+    program = lowered.program
+    batch = abstract_batch(lowered.cfg, program)
     text = program.train_step.lower(program.setup.target(), batch).compile().as_text()
     ops = r"all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute"
     return collections.Counter(re.findall(rf"\b({ops})(?:-start)?\(", text))

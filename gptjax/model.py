@@ -189,9 +189,10 @@ class Attention(nnx.Module):
             self.k_norm = _norm(cfg, hd, rngs=rngs, rms=True)
         self.attn_drop = nnx.Dropout(cfg.attn_dropout)
 
-    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None):
+    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None, segment_ids=None):
         """past: None (training), or (cached k, cached v, mask [B, T, S + T]) of this layer; then the result is
-        (output, (k, v) of the new tokens), and writing those into the cache is the caller's job."""
+        (output, (k, v) of the new tokens), and writing those into the cache is the caller's job. segment_ids
+        [B, T]: packed examples, each attending only to itself."""
         B, T, _ = x.shape
         H, KV, hd = self.cfg.num_heads, self.cfg.kv_heads, self.cfg.head_dim
         q, k, v = jnp.split(self.qkv(x), [H * hd, (H + KV) * hd], axis=-1)
@@ -201,7 +202,8 @@ class Attention(nnx.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if past is None:
-            y = attention(self.impl, q, k, v, dropout=self.attn_drop, deterministic=deterministic, rngs=rngs)
+            y = attention(self.impl, q, k, v, segment_ids=segment_ids, dropout=self.attn_drop,
+                          deterministic=deterministic, rngs=rngs)
             return self.out(y.reshape(B, T, H * hd))
         # The new tokens read the cached slots and themselves; the reference kernel takes any mask, which is
         # what decoding needs (the fused kernels are for training's aligned, causal square).
@@ -239,14 +241,14 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout)
 
-    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None):
-        """past: see Attention; with it the result is (x, this layer's new (k, v))."""
+    def __call__(self, x, rope, *, deterministic: bool, rngs, past=None, segment_ids=None):
+        """past, segment_ids: see Attention; with past the result is (x, this layer's new (k, v))."""
         kw = dict(deterministic=deterministic, rngs=rngs)
         new_kv = None
 
         def attn(h):
             nonlocal new_kv
-            y = self.attn(h, rope, past=past, **kw)
+            y = self.attn(h, rope, past=past, segment_ids=segment_ids, **kw)
             if past is not None:
                 y, new_kv = y
             return self.drop(y, **kw)
@@ -308,9 +310,14 @@ class GPT(nnx.Module):
 
     __str__ = __repr__  # print(model) too; nnx.display(model) still shows every array
 
-    def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None, cache: KVCache | None = None, cache_index: jax.Array | None = None):
+    def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, deterministic: bool = True, rngs: nnx.Rngs | None = None,
+                 cache: KVCache | None = None, cache_index: jax.Array | None = None):
         """tokens int32 [B, T] -> logits float32 [B, T, vocab]. positions [B, T] or [T] default to arange(T).
+
+        Packed rows (several examples one after another): segment_ids int32 [B, T] number the examples of a row,
+        and attention never crosses from one to another; positions then restart at 0 with each example (the
+        loader gives both), so an example is computed as it would be alone in its row.
 
         Decoding: with `cache` (a KVCache) and `cache_index` (int [B] or a scalar: the slot of each row's first
         new token, which is also its position) the new tokens read the row's slots before cache_index plus
@@ -320,6 +327,8 @@ class GPT(nnx.Module):
         cfg = self.cfg
         B, T = tokens.shape
         if cache is not None:
+            if segment_ids is not None:
+                raise ValueError("segment_ids are for training on packed rows, not for decoding with a cache")
             if positions is not None or cache_index is None:
                 raise ValueError("with a cache, pass cache_index (the positions are cache_index + arange(T)), "
                                  "not positions")
@@ -348,7 +357,7 @@ class GPT(nnx.Module):
         def layer(graphdef, params, x, key, past_kv):
             block = nnx.merge(graphdef, params)
             past = None if past_kv is None else (*past_kv, mask)
-            return block(x, rope, deterministic=deterministic,
+            return block(x, rope, deterministic=deterministic, segment_ids=segment_ids,
                          rngs=None if key is None else nnx.Rngs(dropout=key), past=past)
 
         if cfg.remat != "none":  # keep only each block's input (full) or also its matmul outputs (dots)

@@ -1,6 +1,7 @@
 """Sampling from a trained run, with a KV cache.
 
     python -m gptjax.sample --workdir runs/shakespeare_char --prompt "ROMEO:" --prompt "JULIET:" --max_new_tokens 200
+    python -m gptjax.sample --workdir runs/sft --chat --prompt "Does aspirin reduce fever?"     # a chat reply
 
 Decoding is a jitted prefill (every prompt token through the model at once, filling the cache) and a jitted loop
 that feeds one token per step against the cache. Shapes are fixed for a call (the cache holds
@@ -22,6 +23,7 @@ token while prompt + generation fit in the block.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from functools import partial
@@ -36,6 +38,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax.command import ArgumentParser
 from gptjax import distributed
+from gptjax.data import DataError
+from gptjax.data.chat import ChatTemplate, RecordError, as_messages
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.hf import load_hf
 from gptjax.model import KVCache
@@ -300,6 +304,30 @@ def complete(run: Run, prompt: str | Sequence[str] = "", max_new_tokens: int = 2
     return texts[0] if isinstance(prompt, str) else texts
 
 
+def chat_prompt(tokenizer, messages: list[dict]) -> tuple[np.ndarray, int | None]:
+    """(ids, end-of-turn id) of a conversation rendered with the tokenizer's chat template and the assistant's
+    turn opened (add_generation_prompt), as the model was fine-tuned on it."""
+    if not tokenizer.chat_template:
+        raise DataError(f"the {tokenizer.name} tokenizer has no chat template: this model was not fine-tuned on "
+                        "conversations (train it with data.source=chat), so --chat cannot format a prompt for it")
+    template = ChatTemplate.choose("", tokenizer)
+    text, _ = template.render(messages, add_generation_prompt=True)
+    return tokenizer.encode(text), template.end_of_turn(tokenizer)
+
+
+def chat(run: Run, messages: list[dict] | str, max_new_tokens: int = 200, *, temperature: float = 0.0,
+         top_k: int = 200, top_p: float = 1.0, seed: int = 0) -> str:
+    """The assistant's reply to a conversation (a list of {"role", "content"}, or one user message as a string),
+    up to the end of its turn; greedy by default."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    ids, end = chat_prompt(run.tokenizer, messages)
+    row = generate_batch(run.graphdef, run.params, [ids], block_size=run.model_config.block_size,
+                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                         stop_ids=[end] if end is not None else None, vocab_size=run.tokenizer.vocab_size)[0]
+    return run.tokenizer.decode(row.tolist())
+
+
 def prompt_ids(tokenizer, prompt: str) -> np.ndarray:
     """Token ids for a prompt; an empty prompt starts from end-of-text (or a newline for character models)."""
     if prompt:
@@ -351,6 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="append", default=[],
                         help="cut each output before the first occurrence of this text (repeatable); decoding ends early once "
                              "every output has stopped")
+    parser.add_argument("--chat", action="store_true",
+                        help="each --prompt is a user's message, formatted with the model's chat template; the "
+                             "reply ends at the end of the assistant's turn")
+    parser.add_argument("--system", help="with --chat: a system message before each user message")
+    parser.add_argument("--messages", metavar="FILE",
+                        help="conversations to reply to: a JSON list of {\"role\", \"content\"} messages, or a .jsonl "
+                             "file with one {\"messages\": [...]} per line (implies --chat)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the checkpoint of this step (default: the latest)")
     which.add_argument("--best", action="store_true", help="the checkpoint with the lowest validation loss")
@@ -361,7 +396,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--step and --best choose among a run's checkpoints; --hf reads a single model")
     if "" in args.stop:
         parser.error("--stop needs non-empty text")
+    if args.system is not None and not args.chat:
+        parser.error("--system needs --chat")
+    if args.messages and (args.prompt or args.prompt_file):
+        parser.error("--messages holds the conversations; leave out --prompt and --prompt_file")
     return report_errors(lambda: _sample(args))
+
+
+def _conversations(args: argparse.Namespace, prompts: list[str]) -> list[list[dict]]:
+    """The conversations --chat or --messages asks to reply to."""
+    if not args.messages:
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        return [system + [{"role": "user", "content": p}] for p in prompts if p] or \
+            [system + [{"role": "user", "content": ""}]]
+    try:
+        text = Path(args.messages).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GptjaxError(f"cannot read --messages {args.messages}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        records = [json.loads(text)] if not args.messages.endswith(".jsonl") else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as e:
+        raise GptjaxError(f"--messages {args.messages} is not valid JSON ({e})") from None
+    conversations = []
+    for i, record in enumerate(records, start=1):
+        messages = record.get("messages") if isinstance(record, dict) else record
+        try:
+            conversations.append(as_messages(messages, "it", "user"))
+        except RecordError as e:
+            raise GptjaxError(f"--messages {args.messages}, conversation {i}: {e}; give a list of "
+                              "{\"role\": ..., \"content\": ...} messages") from None
+    return conversations
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -372,9 +437,17 @@ def _sample(args: argparse.Namespace) -> None:
         except (OSError, UnicodeDecodeError) as e:
             raise GptjaxError(f"cannot read --prompt_file: {e}") from None
     prompts = prompts or [""]
+    chatting = args.chat or bool(args.messages)
+    conversations = _conversations(args, prompts) if chatting else []
     run = load_hf(Path(args.hf)) if args.hf else load_run(Path(args.workdir), args.step, best=args.best)
+    stop_ids = None
     try:
-        encoded = [prompt_ids(run.tokenizer, p) for p in prompts]
+        if chatting:
+            encoded, ends = zip(*[chat_prompt(run.tokenizer, c) for c in conversations])
+            stop_ids = sorted({e for e in ends if e is not None}) or None
+            prompts = ["" for _ in conversations]  # only the reply is printed
+        else:
+            encoded = [prompt_ids(run.tokenizer, p) for p in prompts]
     except TokenizerError as e:  # a character or byte sequence this tokenizer cannot encode
         raise TokenizerError(f"cannot encode the prompt: {e}") from None
     batch = [ids for ids in encoded for _ in range(args.num_samples)]
@@ -382,8 +455,8 @@ def _sample(args: argparse.Namespace) -> None:
     with _CompileTimer() as compiling:
         rows = generate_batch(run.graphdef, run.params, batch, block_size=run.model_config.block_size,
                               max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, seed=args.seed, stop_strings=args.stop, tokenizer=run.tokenizer,
-                              vocab_size=run.tokenizer.vocab_size)
+                              top_p=args.top_p, seed=args.seed, stop_ids=stop_ids, stop_strings=args.stop,
+                              tokenizer=run.tokenizer, vocab_size=run.tokenizer.vocab_size)
     seconds = time.perf_counter() - started
     for i, row in enumerate(rows):
         prompt_index, sample = divmod(i, args.num_samples)

@@ -94,8 +94,9 @@ def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
 
 
 def batch_sharding(mesh) -> NamedSharding:
-    """Token batches [batch, time]: rows split over every data-parallel axis."""
-    return NamedSharding(mesh, partition_spec(("batch", None), (0, 0), mesh))
+    """Batches: rows split over every data-parallel axis, whatever else an array holds ([batch, time] tokens,
+    [batch] per-row scores), so one sharding serves every leaf of a batch that is a dict of arrays."""
+    return NamedSharding(mesh, partition_spec(("batch",), (0,), mesh))
 
 
 def bytes_per_device(abstract_state, shardings) -> int:

@@ -307,9 +307,20 @@ def custom_text(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
-def load_custom(path: Path, shots: int = 0, limit: int | None = None) -> Task:
-    """Exemplars (shots > 0) are other questions of the same file with their right answer, drawn per item."""
-    docs = []
+def load_custom(path: Path, shots: int = 0, limit: int | None = None, chat=None) -> Task:
+    """Exemplars (shots > 0) are other questions of the same file with their right answer, drawn per item.
+
+    chat: for a model fine-tuned on conversations, a function rendering messages with its chat template (the
+    assistant's turn opened): each question is then the user's message, the exemplars earlier turns, and the
+    choices continue the assistant's reply after "Answer:"."""
+    if chat is not None:
+        return _chat_custom(path, shots, limit, chat)
+    docs = [([custom_text(q)] * len(choices), choices, answer) for q, choices, answer in _custom_items(path)]
+    return _multiple_choice("custom", "multiple_choice", path, docs, shots, limit)
+
+
+def _custom_items(path: Path) -> list[tuple[str, list[str], int]]:
+    items = []
     for line, record in _read_jsonl(path):
         question = _field(record, "question", str, path, line)
         choices = _string_list(record, "choices", path, line)
@@ -323,15 +334,33 @@ def load_custom(path: Path, shots: int = 0, limit: int | None = None) -> Task:
             answer = choices.index(answer)
         elif not 0 <= answer < len(choices):
             raise TaskError(f"{path}:{line}: field 'answer' {answer} is not an index into the {len(choices)} choices")
-        docs.append(([custom_text(question)] * len(choices), choices, answer))
-    return _multiple_choice("custom", "multiple_choice", path, docs, shots, limit)
+        items.append((question, choices, answer))
+    return items
+
+
+def _chat_custom(path: Path, shots: int, limit: int | None, chat) -> Task:
+    items = _custom_items(path)
+    if not items:
+        raise TaskError(f"{path} holds no examples")
+    _check_shots(shots, len(items), str(path))
+    examples = []
+    for i in range(_limited(len(items), limit)):
+        question, choices, gold = items[i]
+        turns = []
+        for j in _fewshot_picks(i, len(items), shots) if shots else []:
+            turns += [{"role": "user", "content": items[j][0]},
+                      {"role": "assistant", "content": f"Answer: {items[j][1][items[j][2]]}"}]
+        context = chat(turns + [{"role": "user", "content": question}]) + "Answer:"
+        examples.append(Example([(context, " " + c) for c in choices], gold, [len(c) for c in choices]))
+    return Task("custom", "multiple_choice", str(path), shots, examples, len(items))
 
 
 _LOADERS = {"hellaswag": load_hellaswag, "winogrande": load_winogrande, "mmlu": load_mmlu,
             "lambada": load_lambada, "custom": load_custom}
 
 
-def load_task(name: str, data, shots: int = 0, limit: int | None = None) -> Task:
+def load_task(name: str, data, shots: int = 0, limit: int | None = None, *, chat=None) -> Task:
+    """chat: see load_custom (the other tasks are text, scored as lm-eval scores them, and ignore it)."""
     if name not in _LOADERS:
         raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     if data is None:
@@ -341,4 +370,6 @@ def load_task(name: str, data, shots: int = 0, limit: int | None = None) -> Task
     path = Path(data).expanduser()
     if not path.exists():
         raise TaskError(f"{path} does not exist")
+    if name == "custom":
+        return load_custom(path, shots, limit, chat)
     return _LOADERS[name](path, shots, limit)

@@ -49,6 +49,9 @@ class Tokenizer(abc.ABC):
     name: str
     vocab_size: int
     eot_id: int | None = None
+    # A Jinja chat template (Hugging Face's chat_template) for conversations; see gptjax.data.chat. Saved with the
+    # tokenizer and exported in tokenizer_config.json; not part of the fingerprint (it changes no text's ids).
+    chat_template: str | None = None
 
     @abc.abstractmethod
     def encode(self, text: str) -> np.ndarray: ...
@@ -56,10 +59,22 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
 
+    def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, starts): the same ids as encode(text), and for each the index of the character of `text` where
+        it starts (a token inside a character, such as a byte of 'é', has that character's index)."""
+        ids = self.encode(text)
+        return ids, np.arange(len(ids), dtype=np.int64)  # one token per character; byte-level kinds override
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a token (a special token such as '<|im_end|>'), or None when the vocabulary lacks it."""
+        return None
+
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {"kind": self.kind, "name": self.name, **self._extra_state(directory)}
+        if self.chat_template is not None:
+            state["chat_template"] = self.chat_template
         (directory / SAVED_FILE).write_text(json.dumps(state, ensure_ascii=False))
 
     def _extra_state(self, directory: Path) -> dict:
@@ -161,6 +176,10 @@ class ByteTokenizer(Tokenizer):
         # A sampled sequence can stop inside a multi-byte character; show a replacement rather than fail.
         return _as_ids(ids, 256, "byte").astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
+    def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        lengths = [len(c.encode("utf-8", "surrogatepass")) for c in text]
+        return self.encode(text), np.repeat(np.arange(len(text), dtype=np.int64), lengths)
+
 
 class BPETokenizer(Tokenizer):
     """A HF `tokenizers.Tokenizer` (byte-level BPE such as GPT-2's). Special tokens are never added on encode:
@@ -185,6 +204,26 @@ class BPETokenizer(Tokenizer):
     def decode(self, ids) -> str:
         ids = _as_ids(ids, self.vocab_size, self.name)
         return self.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+
+    def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)  # whole: chunking is for long texts
+        starts = np.asarray([start for start, _ in encoding.offsets], dtype=np.int64)
+        return np.asarray(encoding.ids, dtype=np.int32), starts
+
+    def token_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def with_special_tokens(self, tokens: Sequence[str]) -> "BPETokenizer":
+        """A copy with `tokens` added as special tokens (never split, never merged into others) after the
+        vocabulary, those it already has left as they are; the ids of every other text stay the same."""
+        import tokenizers
+
+        copy = tokenizers.Tokenizer.from_str(self.tokenizer.to_str())
+        copy.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in tokens
+                                 if copy.token_to_id(t) is None])
+        result = BPETokenizer(copy, self.name)
+        result.chat_template = self.chat_template
+        return result
 
     def _extra_state(self, directory: Path) -> dict:
         self.tokenizer.save(str(directory / BPE_FILE))
@@ -339,9 +378,12 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     except (ValueError, KeyError) as e:
         raise TokenizerError(f"{state_file} is not a saved tokenizer ({e}); save the tokenizer again") from None
     if kind == "char":
-        return CharTokenizer(list(state["chars"]), name=name)
-    if kind == "byte":
-        return ByteTokenizer(name=name)
-    if kind == "bpe":
-        return BPETokenizer(_load_json(directory / state.get("file", BPE_FILE)), name=name)
-    raise TokenizerError(f"{state_file}: unknown tokenizer kind {kind!r} (expected char, byte or bpe)")
+        tokenizer = CharTokenizer(list(state["chars"]), name=name)
+    elif kind == "byte":
+        tokenizer = ByteTokenizer(name=name)
+    elif kind == "bpe":
+        tokenizer = BPETokenizer(_load_json(directory / state.get("file", BPE_FILE)), name=name)
+    else:
+        raise TokenizerError(f"{state_file}: unknown tokenizer kind {kind!r} (expected char, byte or bpe)")
+    tokenizer.chat_template = state.get("chat_template")
+    return tokenizer

@@ -21,6 +21,8 @@ objective (gptjax.step.next_token_loss by default): another objective trains wit
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 import signal
 import sys
@@ -31,20 +33,25 @@ from typing import Callable, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 from jax.experimental import multihost_utils
 
-from gptjax import distributed, sharding, tracking
+from gptjax import distributed, objectives, sharding, tracking
+from gptjax.attention import check_packing
 from gptjax.checkpoint import Checkpoints
 from gptjax.compile_cache import use_compile_cache
-from gptjax.config import EvalTask, parse_eval_tasks, read_saved, resume_changes, settings_warnings, to_yaml
+from gptjax.config import (ConfigError, EvalTask, parse_eval_tasks, read_saved, resume_changes, settings_warnings,
+                           to_yaml, uses_segments)
 from gptjax.data.loader import WindowLoader
+from gptjax.data.packing import PackedLoader, eval_rows
 from gptjax.errors import GptjaxError, Interrupted
 from gptjax.hooks import Evaluation, Hook, ProgressLog, StepInfo, print_next_steps, print_sample
 from gptjax.hostmem import advice as hostmem_advice
 from gptjax.init_from import Source, adopt_architecture, weights_from
 from gptjax.inputs import Inputs, check_vocabulary, prepare_data
 from gptjax.model import ModelConfig, count_params
-from gptjax.rundir import RunDir, WriterLock, first_missing, remove_created, remove_new_entries, write_atomically
+from gptjax.rundir import (RunDir, RunDirError, WriterLock, first_missing, remove_created, remove_new_entries,
+                           write_atomically)
 from gptjax.state import Setup, setup
 from gptjax.step import Objective, TrainState, make_eval_step, make_train_step, next_token_loss
 
@@ -72,7 +79,9 @@ class Program:
 
 
 def build_program(cfg: ml_collections.ConfigDict, model_config: ModelConfig, mesh: jax.sharding.Mesh,
-                  objective: Objective = next_token_loss) -> Program:
+                  objective: Objective | None = None) -> Program:
+    """objective: default, the one cfg.data calls for (see Trainer)."""
+    objective = objective or objectives.for_data(cfg.data, cfg.dpo.beta) or next_token_loss
     built = setup(cfg, model_config, mesh)
     batch_sharding = sharding.batch_sharding(built.mesh)
     t = cfg.train
@@ -179,9 +188,10 @@ class Throughput:
 
 class Trainer:
     def __init__(self, cfg: ml_collections.ConfigDict, run_dir: str | Path, *,
-                 objective: Objective = next_token_loss, default_hooks: bool = True):
-        """default_hooks=False leaves out checkpointing, evaluation, logging and the final sample (a bare loop:
-        tests, experiments)."""
+                 objective: Objective | None = None, default_hooks: bool = True):
+        """objective: default, the one the data calls for (next-token loss; SFT's on chat data, DPO's on
+        preferences: gptjax.objectives). default_hooks=False leaves out checkpointing, evaluation, logging and the
+        final sample (a bare loop: tests, experiments)."""
         self.cfg, self.run_dir, self.objective = cfg, RunDir(run_dir), objective
         self.default_hooks = default_hooks
         self.hooks: list[Hook] = []
@@ -213,6 +223,7 @@ class Trainer:
         sharding.check_batch_split(t.batch_size, t.grad_accum, self.mesh)
         use_compile_cache(t.compile_cache)
         self.eval_tasks: list[EvalTask] = parse_eval_tasks(t.eval_tasks)
+        base_tokenizer = None
         if cfg.checkpoint.init_from:  # the architecture follows the source's (keys the config leaves alone)
             # A started run already holds what it took: its own config.yaml is the source for a resume.
             started = self.run_dir.started()
@@ -221,25 +232,42 @@ class Trainer:
             adopted = adopt_architecture(cfg, source)
             if adopted and self.main_process and not started:
                 print("model from checkpoint.init_from: " + ", ".join(f"{k}={v}" for k, v in adopted.items()))
+            if cfg.data.source in ("chat", "preferences"):
+                base_tokenizer = source.tokenizer()
+        if uses_segments(cfg):  # before anything is written
+            kernel = check_packing(cfg.model.attention, cfg.model.dtype)
+            if kernel != cfg.model.attention:
+                print(f"attention: {kernel} (model.attention={cfg.model.attention} would pick cuDNN, which does "
+                      "not keep packed examples apart)")
+                cfg.model.attention = kernel
         for warning in settings_warnings(cfg) if self.main_process else []:
             print(f"warning: {warning}", file=sys.stderr)
         if self.main_process:  # one writer for the run directory's shared files; the others wait for it
             self._check_resumable()
             self._claim()
-            inputs = prepare_data(cfg, self.run_dir)
+            inputs = prepare_data(cfg, self.run_dir, base_tokenizer=base_tokenizer)
         distributed.barrier("data prepared")
         if not self.main_process:
-            inputs = prepare_data(cfg, self.run_dir, write=False)
+            inputs = prepare_data(cfg, self.run_dir, write=False, base_tokenizer=base_tokenizer)
             if self.library_logs is not None:  # the run directory is process 0's; each other one adds a log
                 self.library_logs.attach(self.run_dir.logs / f"train-{jax.process_index()}.log")
         self.inputs = inputs
+        if cfg.data.document_mask and self.objective is None:
+            if inputs.tokenizer.eot_id is None:
+                raise ConfigError(f"data.document_mask needs a tokenizer with an end-of-text token to find document "
+                                  f"boundaries; the {inputs.tokenizer.describe()} has none (use data.tokenizer=gpt2 "
+                                  "or another BPE)")
+            self.objective = functools.partial(next_token_loss, eot_id=inputs.tokenizer.eot_id)
         self.model_config = ModelConfig.from_config(cfg.model, inputs.tokenizer.vocab_size)
-        self.loader = WindowLoader(inputs.train, self.model_config.block_size, t.batch_size, seed=t.seed,
-                                   weights=inputs.weights, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
+        processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
+        if inputs.rows:  # post-training: whole examples in rows, not windows of a token stream
+            self.loader = PackedLoader(inputs.train, t.batch_size, seed=t.seed, **processes)
+        else:
+            self.loader = WindowLoader(inputs.train, self.model_config.block_size, t.batch_size, seed=t.seed,
+                                       weights=inputs.weights, **processes)
         check_vocabulary(self.loader, inputs.val, self.model_config.vocab_size, inputs.tokenizer)
-        for shards in inputs.val.values():  # a validation split too short for one window: refused now, not at
-            WindowLoader(shards, self.model_config.block_size, t.batch_size, seed=t.seed)  # the first evaluation
+        for shards in [] if inputs.rows else inputs.val.values():  # a validation split too short for one window:
+            WindowLoader(shards, self.model_config.block_size, t.batch_size, seed=t.seed)  # refused now
         return inputs
 
     def _resume_advice(self) -> str:
@@ -319,6 +347,46 @@ class Trainer:
             state = state.replace(params=weights_from(Source.find(init_from), built, self.inputs.tokenizer))
         return state, 0
 
+    def reference_scores(self, params) -> None:
+        """DPO: the reference model's log-probabilities of every pair's responses, added to the loader's and the
+        validation rows. The reference is the model the run starts from (its step-0 parameters); the scores are
+        computed once and kept in RUN/data/reference.npz, tied to the rows they score, so a resume reuses them."""
+        file = self.run_dir.data / "reference.npz"
+        # The rows' record (RUN/data/source.json) names what they were made from: scores of other rows are stale.
+        key = hashlib.sha256(self.run_dir.data_source.read_bytes()).hexdigest()
+        splits = {"train": self.loader.columns, **{f"val_{n}": v for n, v in self.inputs.val.items()}}
+        saved = _read_reference(file, key, splits)
+        if saved is None:
+            if params is None:
+                raise TrainingError(f"{file} (the DPO reference's scores) is missing or was made for other rows, "
+                                    "and a resumed run no longer has the reference model's weights; start a new "
+                                    "--workdir from checkpoint.init_from")
+            began = time.perf_counter()
+            step = objectives.make_logprob_step(self.program.setup.graphdef, self.program.setup.shardings.params,
+                                                self.program.batch_sharding)
+            saved = {split: self._score(step, params, columns) for split, columns in splits.items()}
+            if self.main_process:
+                try:
+                    np.savez(file, key=np.array(key), **{f"{split}/{k}": v for split, d in saved.items()
+                                                        for k, v in d.items()})
+                except OSError as e:
+                    raise RunDirError(f"cannot write {file}: {e.strerror or e}") from None
+                print(f"dpo: the reference's log-probabilities of {len(saved['train']['ref_chosen']):,} training "
+                      f"pairs, computed in {time.perf_counter() - began:.1f}s")
+        self.loader.add_columns(saved["train"])
+        for name in self.inputs.val:
+            self.inputs.val[name].update(saved[f"val_{name}"])
+
+    def _score(self, step, params, columns) -> dict[str, np.ndarray]:
+        t = self.cfg.train
+        count = len(columns["chosen_tokens"])
+        batches = eval_rows(columns, t.batch_size, -(-count // t.batch_size), process_index=jax.process_index(),
+                            process_count=jax.process_count())
+        chosen, rejected = zip(*[(distributed.fetch(c), distributed.fetch(r))
+                                 for c, r in (step(params, self.program.to_device(b)) for b in batches)])
+        return {"ref_chosen": np.concatenate(chosen)[:count].astype(np.float32),
+                "ref_rejected": np.concatenate(rejected)[:count].astype(np.float32)}
+
     def checkpoint_meta(self, step: int) -> dict:
         """What a checkpoint records besides the arrays (see gptjax.checkpoint)."""
         return {"seed": self.cfg.train.seed, "dropout_key": "fold_in(key(train.seed), step)",
@@ -357,6 +425,8 @@ class Trainer:
         self.checkpoints = Checkpoints(self.run_dir.path, keep=ck.keep, keep_best=ck.keep_best)
         try:
             self.state, start = self.initial_state()
+            if cfg.data.source == "preferences":
+                self.reference_scores(self.state.params if start == 0 else None)
             self._mark_started()
         except BaseException:
             self.checkpoints.close()
@@ -451,6 +521,25 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         return [Hook(self.save, every=cfg.checkpoint.every, at_stop=True, read_metrics=True, counted=True),
                 Hook(Evaluation(self), every=t.eval_every, at_start=bool(t.eval_every))]
+
+
+def _read_reference(file: Path, key: str, splits: dict) -> dict | None:
+    """Saved reference scores for these rows (by their record's hash and their counts), or None."""
+    try:
+        with np.load(file) as z:
+            if str(z["key"]) != key:
+                return None
+            saved = {}
+            for name in z.files:
+                if name != "key":
+                    split, column = name.split("/", 1)
+                    saved.setdefault(split, {})[column] = z[name]
+    except (OSError, ValueError, KeyError):
+        return None
+    if set(saved) != set(splits) or any(len(saved[s]["ref_chosen"]) != len(c["chosen_tokens"])
+                                        for s, c in splits.items()):
+        return None
+    return saved
 
 
 def train(cfg: ml_collections.ConfigDict, run_dir: str | Path) -> dict:

@@ -35,7 +35,7 @@ FIT_BATCHES = (32, 64, 128, 256)  # doubled until one does not fit
 def steps(out: Path) -> list[dict]:
     """Every command of the check: name, argv, time limit (s), and what its result is read from."""
     plan = [dict(name="tests", timeout=150,
-                 argv=[PY, "-m", "pytest", "-q", "tests/test_attention.py", "-k", "on_gpu",
+                 argv=[PY, "-m", "pytest", "-q", "tests/test_attention.py", "tests/test_packing.py", "-k", "on_gpu",
                        "-p", "no:cacheprovider", f"--junitxml={out / 'tests.xml'}"])]
     for kernel in ("xla", "cudnn", "pallas"):
         plan.append(dict(name=f"kernels {kernel}", timeout=90, json=out / f"small_{kernel}.json",

@@ -31,3 +31,23 @@ def shakespeare_path() -> Path:
 @pytest.fixture
 def gpt2_dir() -> Path:
     return data_path("gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe(tmp_path_factory) -> Path:
+    """A small byte-level BPE (GPT-2's kind, with <|endoftext|>) trained here, so tests of BPE-only features need
+    no shared data: the path of its tokenizer.json."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = ["What is the answer? The answer is yes, because the study shows it. No, maybe not. " * 3,
+            "Aspirin reduces fever and pain; the trial enrolled patients with numbers 0 1 2 3 4 5 6 7 8 9."]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(text * 20, trainer)
+    path = tmp_path_factory.mktemp("tiny_bpe") / "tokenizer.json"
+    tok.save(str(path))
+    return path

@@ -161,3 +161,61 @@ def test_lm_eval_of_a_hub_task_offline(tmp_path, offline, monkeypatch, capsys):
     assert lm_eval_adapter.main() == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "the Hugging Face hub cannot be reached" in errors[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Post-training
+
+
+def post_training(tmp_path, *args, tokenizer=None):
+    return gptjax("train", "--workdir", tmp_path / "run", *TINY, "--config.model.vocab_size=0", *args,
+                  *([f"--config.data.tokenizer={tokenizer}"] if tokenizer else []))
+
+
+@pytest.mark.parametrize("records,pattern", [
+    (None, r"data.path=.*does not exist"),
+    ("", r"holds no records"),
+    ('not json\n{"messages": "text"}\n[1]\n', r"no record of .* could be used \(not valid JSON.*: 1; \"messages\" is "
+                                                r"not a list of messages: 1; not a JSON object: 1\)"),
+])
+def test_chat_records_that_cannot_be_used(tmp_path, tiny_bpe, records, pattern):
+    path = tmp_path / "sft.jsonl"
+    if records is not None:
+        path.write_text(records)
+    one_line(post_training(tmp_path, "--config.data.source=chat", f"--config.data.path={path}",
+                           "--config.data.val_fraction=0", tokenizer=tiny_bpe), pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_chat_without_a_tokenizer_or_with_one_that_cannot_hold_the_template(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text('{"prompt": "q", "completion": "a"}\n')
+    one_line(post_training(tmp_path, "--config.data.source=chat", f"--config.data.path={path}"),
+             r"needs a tokenizer: set checkpoint.init_from")
+    one_line(post_training(tmp_path, "--config.data.source=chat", f"--config.data.path={path}", tokenizer="byte"),
+             r"special tokens <\|im_start\|>, <\|im_end\|>, which a byte tokenizer cannot hold")
+    one_line(post_training(tmp_path, "--config.data.source=chat", f"--config.data.path={path}",
+                           "--config.data.chat_template={% for m in messages", tokenizer="byte"), r"not valid Jinja")
+    assert not (tmp_path / "run").exists()
+
+
+def test_chat_needs_a_path_and_document_masks_are_for_pretraining(tmp_path):
+    one_line(post_training(tmp_path, "--config.data.source=preferences"), r"needs data.path")
+    one_line(post_training(tmp_path, "--config.data.source=chat", "--config.data.path=x.jsonl",
+                           "--config.data.document_mask=true"), r"document_mask is for pretraining")
+    one_line(post_training(tmp_path, "--config.dpo.beta=0"), r"dpo.beta=0.* must be positive")
+
+
+def test_sample_messages_that_are_not_a_conversation(trained, tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text('[{"role": "user"}]')
+    one_line(gptjax("sample", "--workdir", trained, "--messages", bad), r"conversation 1: .*\"role\": str")
+    one_line(gptjax("sample", "--workdir", trained, "--chat", "--prompt", "hi"), r"has no chat template")
+    one_line(gptjax("sample", "--workdir", trained, "--system", "be brief"), r"--system needs --chat")
+
+
+def test_pubmedqa_from_a_file_that_is_not_pubmedqa(tmp_path):
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    one_line(gptjax("pubmedqa", "--source", tmp_path / "x.json", "--out",
+                    tmp_path / "out"), r"holds no PubMedQA record")
+    assert not (tmp_path / "out").exists()

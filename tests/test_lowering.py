@@ -12,12 +12,13 @@ import pytest
 from conftest import REPO
 from gptjax import attention
 from gptjax.attention import resolve_attention, target_backend
-from gptjax.config import load_config
+from gptjax.config import ConfigError, load_config
 from gptjax.lowering import broken_promises, lower_train_step
 
 SMALL = ["model.num_layers=2", "model.d_model=64", "model.num_heads=4", "model.block_size=128", "train.batch_size=8"]
 MODERN = ["model.position=rope", "model.mlp=swiglu", "model.norm=rmsnorm", "model.num_kv_heads=2",
           "model.use_bias=false", "model.tie_embeddings=false", "model.qk_norm=true"]
+PACKED = ("data.source=chat", "data.path=sft.jsonl")  # the data is never read: lowering traces shapes
 MESHES = {"1dev": ["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"], "data8": ["mesh.data=8", "mesh.fsdp=1"],
           "fsdp8": ["mesh.data=1", "mesh.fsdp=8"], "fsdp4xtensor2": ["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"]}
 
@@ -47,6 +48,12 @@ CASES = dict([
     case("modern", "bfloat16", "cudnn", "unrolled", "dots", "1dev"),
     case("modern", "float32", "xla", "unrolled", "full", "fsdp8"),
     case("modern", "bfloat16", "xla", "scanned", "dots", "1dev"),
+    # SFT's packed rows (segment ids, restarting positions, a loss mask) and DPO's pairs
+    case("gpt2", "bfloat16", "pallas", "unrolled", "none", "fsdp8", *PACKED),
+    case("modern", "bfloat16", "pallas", "scanned", "full", "1dev", *PACKED, "model.block_size=96"),
+    case("modern", "bfloat16", "xla", "unrolled", "none", "data8", *PACKED),
+    case("gpt2", "bfloat16", "cudnn", "unrolled", "none", "fsdp8", "data.source=preferences", "data.path=p.jsonl"),
+    case("modern", "bfloat16", "auto", "unrolled", "none", "data8", "data.document_mask=true"),  # auto: pallas
 ])
 # The same steps compiled for the 8 CPU devices: XLA's SPMD partitioner (the same pass as on a GPU) inserts the
 # collectives each mesh implies. xla attention, since Triton kernels compile only for a GPU.
@@ -104,6 +111,22 @@ def test_each_mesh_gets_the_collectives_its_sharding_implies(lowered):
     assert ops["fsdp4xtensor2"].get("all-gather") and ops["fsdp4xtensor2"].get("all-reduce")
 
 
+def test_packed_rows_give_the_pallas_kernel_segment_ids(lowered):
+    packed = lowered["gpt2-bfloat16-pallas-unrolled-remat_none-fsdp8-data.source=chat-data.path=sft.jsonl"]
+    assert packed["kernels"] == {"mha_forward": 2, "mha_preprocess_backward": 2, "mha_backward": 2}
+    assert packed["broken"] == []  # which includes: every forward and backward call takes the segment ids
+    masked = lowered["modern-bfloat16-auto-unrolled-remat_none-data8-data.document_mask=true"]
+    assert masked["attention"] == "pallas" and masked["broken"] == []
+    dpo = lowered["gpt2-bfloat16-cudnn-unrolled-remat_none-fsdp8-data.source=preferences-data.path=p.jsonl"]
+    assert dpo["kernels"] == {"CustomSPMDPartitioning/2": 2, "CustomSPMDPartitioning/3": 2}  # pairs are not packed
+
+
+def test_packed_rows_with_cudnn_are_refused_before_lowering():
+    cfg = load_config(None, SMALL + [*PACKED, "model.dtype=bfloat16", "model.attention=cudnn"])
+    with pytest.raises(ConfigError, match="segment ids"):
+        lower_train_step(cfg)
+
+
 def test_a_program_that_breaks_a_promise_is_caught(monkeypatch):
     """The checks above can fail: each wrong program here is reported."""
     cfg = load_config(None, SMALL + ["model.dtype=bfloat16", "model.attention=xla"])
@@ -118,3 +141,9 @@ def test_a_program_that_breaks_a_promise_is_caught(monkeypatch):
     assert any("not bf16" in line for line in broken_promises(lower_train_step(cfg)))
     # A step that does not donate the state.
     assert any("donation" in line for line in broken_promises(dataclasses.replace(xla, state_arrays=99)))
+    # Packed rows whose segment ids never reach the Pallas kernel.
+    packed = load_config(None, SMALL + [*PACKED, "model.dtype=bfloat16", "model.attention=pallas"])
+    assert broken_promises(lower_train_step(packed)) == []
+    kernel = attention.KERNELS["pallas"]
+    monkeypatch.setitem(attention.KERNELS, "pallas", lambda q, k, v, segment_ids=None: kernel(q, k, v))
+    assert any("segment ids" in line for line in broken_promises(lower_train_step(packed)))

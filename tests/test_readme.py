@@ -30,7 +30,10 @@ SHRINK_TRAIN = ["--config.model.num_layers=1", "--config.model.num_heads=2", "--
                 "--config.train.steps=3", "--config.train.batch_size=4", "--config.train.grad_accum=1",
                 "--config.train.eval_every=0", "--config.train.eval_batches=1", "--config.train.log_every=1",
                 "--config.train.sample_tokens=4", "--config.data.max_chars=100000", "--config.checkpoint.every=0"]
+# Post-training examples need room for a prompt and its reply: a longer block than SHRINK_TRAIN's
+SHRINK_POST = ["--config.model.block_size=128"]
 SHRINK = {"gptjax.train": SHRINK_TRAIN, "gptjax.sample": ["--max_new_tokens", "4"],
+          "gptjax.data.pubmedqa": ["--limit", "40", "--context_words", "20"],
           "gptjax.bench": SHRINK_TRAIN + ["--steps", "1", "--warmup", "0", "--peak_size", "64", "--loader_batches", "2"],
           "gptjax.evaluate": ["--limit", "2"]}
 
@@ -84,7 +87,8 @@ def substitutions(tmp_path: Path) -> dict[str, str]:
     return {"/path/to/tinyshakespeare.txt": str(text), "/path/to/gpt2": str(DATA_DIR / "gpt2"),
             "--data notes/": f"--data {notes}", "--data papers.jsonl.gz": f"--data {tmp_path / 'papers.jsonl.gz'}",
             "/path/to/corpus.txt": str(corpus), "/path/to/mmlu": str(DATA_DIR / "eval" / "mmlu"),
-            "/models/gpt2": str(tmp_path / "hf_gpt2")}
+            "/models/gpt2": str(tmp_path / "hf_gpt2"),
+            "/path/to/ori_pqal.json": str(DATA_DIR / "corpora" / "pubmed" / "ori_pqal.json")}
 
 
 def tiny_hf_gpt2(directory: Path) -> None:
@@ -124,7 +128,8 @@ def test_readme_commands_run_shrunk(tmp_path, monkeypatch, capsys):
             assert argv[:2] == ["python", "-m"], command
             module, args = argv[2], argv[3:]
         main = importlib.import_module(module).main
-        status = main(args + SHRINK.get(module, []))
+        status = main(args + SHRINK.get(module, []) + (SHRINK_POST if "pubmedqa" in command and
+                                                         module == "gptjax.train" else []))
         output = capsys.readouterr()
         assert status in (0, None), f"{command}\n{output.out[-2000:]}\n{output.err[-2000:]}"
         ran.append(command)

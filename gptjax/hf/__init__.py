@@ -75,10 +75,10 @@ def fresh_directory(path: Path, what: str) -> None:
 
 
 # Imported after what they share from here (HFError, the file names, dotted, fresh_directory).
-from gptjax.hf.reading import import_hf, load_hf, model_values  # noqa: E402
+from gptjax.hf.reading import hf_tokenizer, import_hf, load_hf, model_values  # noqa: E402
 from gptjax.hf.writing import export_family, export_hf, hf_tokenizer_object  # noqa: E402
 
-__all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer_object", "import_hf", "load_hf", "main",
+__all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer", "hf_tokenizer_object", "import_hf", "load_hf", "main",
            "model_values"]
 
 
@@ -86,15 +86,9 @@ __all__ = ["HFError", "export_family", "export_hf", "hf_tokenizer_object", "impo
 # Command line
 
 
-class _Parser(ArgumentParser):
-    def error(self, message):  # one line, like every other gptjax command's bad input
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m gptjax.hf", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="python -m gptjax.hf", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     imp = commands.add_parser("import", help="a Hugging Face model directory -> a gptjax run directory")
     imp.add_argument("src", help="a local directory with config.json and model.safetensors (or a hub name)")
     imp.add_argument("run_dir", help="the run directory to write (new or empty)")

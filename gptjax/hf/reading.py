@@ -273,7 +273,27 @@ def _hf_tokenizer(directory: Path, name: str) -> Tokenizer:
                           "beside the model with AutoTokenizer.from_pretrained(...).save_pretrained(dir)") from None
         tokenizer = BPETokenizer(backend, name=name)
     tokenizer.name = name
+    tokenizer.chat_template = _chat_template(directory)
     return tokenizer
+
+
+def _chat_template(directory: Path) -> str | None:
+    """The model's chat template: chat_template.jinja (transformers 5 writes it), or tokenizer_config.json's
+    chat_template (a string, or a list of named templates, of which 'default' or the first)."""
+    if (directory / "chat_template.jinja").exists():
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    config = directory / "tokenizer_config.json"
+    template = _read_json(config).get("chat_template") if config.exists() else None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    return template if isinstance(template, str) else None
+
+
+def hf_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer of a Hugging Face model directory (with its chat template), without reading the weights."""
+    directory, name, _ = _resolve_source(path)
+    return _hf_tokenizer(directory, name)
 
 
 def _run_config(model_values: dict, tokenizer_spec: str) -> ml_collections.ConfigDict:

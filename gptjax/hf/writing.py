@@ -171,6 +171,8 @@ def _write_tokenizer(tokenizer: Tokenizer, mc: ModelConfig, out_dir: Path) -> No
         config.update(bos_token=EOT, eos_token=EOT)
     if isinstance(tokenizer, CharTokenizer):
         config.update(unk_token=UNK)
+    if tokenizer.chat_template:  # transformers' apply_chat_template then gives the ids the run was trained on
+        config.update(chat_template=tokenizer.chat_template)
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 

@@ -37,7 +37,7 @@ def main() -> None:
                              "donated": lowered.donated(), "state_arrays": lowered.state_arrays,
                              "score_matrices": lowered.score_matrices(), "broken": broken_promises(lowered)}
             if case.startswith("collectives:"):
-                results[case]["collectives"] = dict(collectives(lowered.program, cfg.train.batch_size))
+                results[case]["collectives"] = dict(collectives(lowered))
     print("RESULT " + json.dumps(results))
 
 
