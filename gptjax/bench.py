@@ -129,11 +129,16 @@ def run_benchmark(cfg: ml_collections.ConfigDict, *, steps: int = 10, warmup: in
     with tempfile.TemporaryDirectory(prefix="gptjax-bench-") as tmp:
         began = time.perf_counter()
         if workdir is not None:  # the config's own data, prepared (or reused) as training would
+            if cfg.data.source in ("chat", "preferences"):
+                raise ConfigError(f"gptjax.bench --workdir times training windows of token shards, not "
+                                  f"data.source={cfg.data.source}'s rows; leave out --workdir to time the same model "
+                                  "on random tokens")
             if distributed.is_main():  # as in training: one process writes, the others read what it wrote
                 prepare_data(cfg, Path(workdir))
             distributed.barrier("data prepared")
-            tokenizer, train_sources, _, weights = prepare_data(cfg, Path(workdir), write=False)
-            vocab, data = tokenizer.vocab_size, f"{cfg.data.source} data prepared in {workdir}"
+            inputs = prepare_data(cfg, Path(workdir), write=False)
+            train_sources, weights = inputs.train, inputs.weights
+            vocab, data = inputs.tokenizer.vocab_size, f"{cfg.data.source} data prepared in {workdir}"
         else:
             vocab = vocab_size or cfg.model.vocab_size or TOKENIZER_VOCAB.get(cfg.data.tokenizer)
             if not vocab:

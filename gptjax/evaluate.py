@@ -198,12 +198,13 @@ def choice_metrics(task: Task, scores: list[tuple[float, bool]]) -> dict:
     """acc (argmax log-likelihood), gold_loglik (the right choice's mean log-likelihood), and for multiple choice
     acc_norm: argmax of log-likelihood divided by the choice's length in characters, which is what lm-eval's
     acc_norm computes, and acc_bytes by UTF-8 length."""
-    correct, correct_norm, correct_bytes, groups, gold_ll = [], [], [], {}, []
+    correct, correct_norm, correct_bytes, groups, gold_ll, picked = [], [], [], {}, [], []
     k = 0
     for ex in task.examples:
         lls = np.array([s for s, _ in scores[k:k + len(ex.pairs)]])
         k += len(ex.pairs)
         gold_ll.append(lls[ex.gold])
+        picked.append(ex.pairs[int(np.argmax(lls))][1].strip())
         correct.append(int(np.argmax(lls)) == ex.gold)
         correct_norm.append(int(np.argmax(lls / np.array(ex.norm_lengths, float))) == ex.gold)
         nbytes = np.array([len(c.lstrip(" ").encode("utf-8")) or 1 for _, c in ex.pairs], float)
@@ -214,6 +215,9 @@ def choice_metrics(task: Task, scores: list[tuple[float, bool]]) -> dict:
     if task.kind == "multiple_choice" and task.name != "mmlu":  # mmlu's choices are all one letter
         metrics["acc_norm"] = float(np.mean(correct_norm))
         metrics["acc_bytes"] = float(np.mean(correct_bytes))
+    choices = {tuple(c.strip() for _, c in ex.pairs) for ex in task.examples}
+    if len(choices) == 1 and task.kind == "multiple_choice":  # one set of answers (yes/no/maybe): how often each
+        metrics["picked"] = {c: picked.count(c) / len(picked) for c in next(iter(choices))}  # is chosen
     if len(groups) > 1:
         metrics["acc_by_group"] = {g: float(np.mean(v)) for g, v in sorted(groups.items())}
     return metrics
@@ -389,6 +393,8 @@ def _encodable(scorer: Scorer, pairs) -> bool:
 
 def _summary(result: dict) -> str:
     parts = [f"{k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float)]
+    if "picked" in result["metrics"]:
+        parts.append("picked " + ", ".join(f"{c} {share:.0%}" for c, share in result["metrics"]["picked"].items()))
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
     return f"{result['task']} at step {result['step']}: {' | '.join(parts)} ({counts}; {result['seconds']:.1f}s)"
 

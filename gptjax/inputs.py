@@ -39,7 +39,11 @@ class Inputs(NamedTuple):
     train: dict[str, list[TokenShard]]  # source name -> its training shards (rows: {column: array})
     val: dict[str, list[TokenShard]]  # the sources that have a validation split
     weights: dict[str, float] | None  # data.shards' mixture weights (None: every window equally likely)
-    rows: bool = False  # train and val hold post-training rows (gptjax.data.packing), not token shards
+
+    @property
+    def rows(self) -> bool:
+        """train and val hold post-training rows ({column: array}, gptjax.data.packing), not token shards."""
+        return any(isinstance(split, dict) for split in self.train.values())
 
 
 def prepare_data(cfg: ml_collections.ConfigDict, run_dir: str | Path | RunDir, write: bool = True, *,
@@ -197,8 +201,7 @@ def _rows_inputs(tokenizer: Tokenizer, rows_file: Path, name: str) -> Inputs:
         for key in z.files:
             split, column = key.split("/", 1)
             splits.setdefault(split, {})[column] = z[key]
-    return Inputs(tokenizer, {name: splits["train"]}, {name: splits["val"]} if "val" in splits else {}, None,
-                  rows=True)
+    return Inputs(tokenizer, {name: splits["train"]}, {name: splits["val"]} if "val" in splits else {}, None)
 
 
 def _text_data(cfg: ml_collections.ConfigDict, run_dir: RunDir) -> Tokenizer:

@@ -20,6 +20,7 @@ from pathlib import Path
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from gptjax.data.chat import ChatTemplate
 from gptjax.errors import GptjaxError, report_errors
 from gptjax.evaluate import DEFAULT_BATCH_SIZE, Scorer
 from gptjax.run import load_run
@@ -68,6 +69,17 @@ class GptjaxLM(LM):
     def tokenizer_name(self) -> str:
         return self.run.tokenizer.name
 
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The run's chat template (an SFT run's, or an imported model's), for lm-eval's --apply_chat_template."""
+        return self.run.tokenizer.chat_template or ""
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt=True) -> str:
+        if not self.run.tokenizer.chat_template:
+            raise GptjaxError(f"--apply_chat_template: the {self.run.tokenizer.name} tokenizer of this run has no chat "
+                              "template (the model was not fine-tuned on conversations); leave the flag out")
+        template = ChatTemplate.choose("", self.run.tokenizer)
+        return template.render(chat_history, add_generation_prompt=add_generation_prompt)[0]
+
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return self.scorer.loglikelihood([req.args[:2] for req in requests])
 
@@ -79,6 +91,9 @@ class GptjaxLM(LM):
         Requests with the same stop strings and length limit are decoded together, batch_size at a time."""
         tokenizer, block = self.run.tokenizer, self.run.model_config.block_size
         eot = [tokenizer.decode([tokenizer.eot_id])] if tokenizer.eot_id is not None else []
+        if tokenizer.chat_template:  # a chat model's reply ends with its turn
+            end = ChatTemplate.choose("", tokenizer).end_of_turn(tokenizer)
+            eot += [tokenizer.decode([end])] if end is not None and end != tokenizer.eot_id else []
         groups: dict[tuple, list[int]] = {}
         settings = []
         for i, req in enumerate(requests):

@@ -61,7 +61,7 @@ def test_a_path_of_nothing_usable_is_one_line(tmp_path, make, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["data.source=jsonl"], r"data.source='jsonl' is not one of: stdlib, text, shards, files; for your own files"),
+    (["data.source=jsonl"], r"data.source='jsonl' is not one of: stdlib, text, shards, files, chat, preferences; for your own files"),
     (["data.source=text", "data.path={root}"], r"is a folder; data.source='text' reads one text file; for your own"),
     (["data.source=text", "data.path={root}/sub/records.jsonl"], r"is not plain text: .* raw bytes .*data.source=files"),
     (["data.source=files"], r"data.source='files' needs data.path"),

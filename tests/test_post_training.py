@@ -314,6 +314,29 @@ def test_a_run_replies_from_python(sft_run):
     assert run.chat([{"role": "user", "content": "Is 12 even?"}], max_new_tokens=12) == reply  # greedy
 
 
+def test_lm_eval_applies_the_runs_chat_template(sft_run, pretrained):
+    pytest.importorskip("lm_eval")
+    from gptjax.lm_eval_adapter import GptjaxLM
+
+    messages = [{"role": "user", "content": "Is 4 even?"}]
+    lm = GptjaxLM(run=load_run(sft_run))
+    assert lm.chat_template() and lm.apply_chat_template(messages) == "<|im_start|>user\nIs 4 even?<|im_end|>\n" \
+        "<|im_start|>assistant\n"
+    with pytest.raises(Exception, match="no chat template"):
+        GptjaxLM(run=load_run(pretrained)).apply_chat_template(messages)
+
+
+def test_init_from_a_hugging_face_directory_keeps_its_chat_template(data, sft_run, tmp_path, capsys):
+    from gptjax.hf import export_hf
+
+    exported = export_hf(sft_run, tmp_path / "hf")
+    train(load_config(None, MODEL + ["data.source=chat", f"data.path={data['sft']}", f"checkpoint.init_from={exported}",
+                                     "train.steps=2"]), tmp_path / "again")
+    out = capsys.readouterr().out
+    assert "chat template: the hf tokenizer's own" in out and "special token" not in out  # nothing to add
+    assert load_tokenizer(tmp_path / "again" / "tokenizer") == load_tokenizer(sft_run / "tokenizer")
+
+
 def test_dpo_sharded_over_fsdp_matches_one_device(data, sft_run, tmp_path):
     """The same DPO steps with the state split over 4 devices (fsdp) and on 1: the same losses and rewards."""
     from test_faults import env

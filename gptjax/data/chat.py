@@ -51,8 +51,9 @@ SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_.-]+\|>")
 _OPEN, _CLOSE = "\ue000", "\ue001"
 
 
-class RecordError(ValueError):
-    """A record that cannot be used: the message is its reason, counted in the data report."""
+class RecordError(DataError):
+    """A record that cannot be used: the message is its reason, counted in the data report (the record is
+    skipped; the run goes on)."""
 
 
 def _environment():
