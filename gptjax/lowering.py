@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gptjax import objectives, sharding
+from gptjax import sharding
 from gptjax.attention import check_packing, resolve_attention, target_backend
 from gptjax.config import uses_segments
+from gptjax.data.packing import batch_shapes
 from gptjax.model import ModelConfig
 from gptjax.step import next_token_loss
 from gptjax.trainer import Program, build_program
@@ -124,7 +125,7 @@ def abstract_batch(cfg: ml_collections.ConfigDict, program: Program, batch_size:
     """The batch the step takes (its loader's shapes and dtypes), as ShapeDtypeStructs on the batch sharding."""
     batch_size = batch_size or cfg.train.batch_size
     block = program.setup.model_config.block_size
-    shapes = objectives.batch_shapes(cfg.data.source, batch_size, block)
+    shapes = batch_shapes(cfg.data.source, batch_size, block)
     if shapes is None:
         return jax.ShapeDtypeStruct((batch_size, block + 1), jnp.int32, sharding=program.batch_sharding)
     return {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dtype), sharding=program.batch_sharding)

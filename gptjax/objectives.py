@@ -91,19 +91,6 @@ def for_data(data, beta: float = 0.1):
     return None
 
 
-def batch_shapes(source: str, batch_size: int, block_size: int) -> dict[str, tuple[tuple[int, ...], str]] | None:
-    """{leaf: (shape, dtype)} of the batch a data.source's loader gives (None: the pretraining windows, int32
-    [batch_size, block_size + 1]): what a train step is traced with before any data is read."""
-    row = {"tokens": "int32", "segment_ids": "int32", "positions": "int32", "targets": "int32", "loss_mask": "bool"}
-    if source == "chat":
-        return {k: ((batch_size, block_size), dtype) for k, dtype in row.items()}
-    if source == "preferences":
-        return {**{f"{side}_{k}": ((batch_size, block_size), dtype) for side in ("chosen", "rejected")
-                   for k, dtype in row.items()},
-                "ref_chosen": ((batch_size,), "float32"), "ref_rejected": ((batch_size,), "float32")}
-    return None
-
-
 def make_logprob_step(graphdef: nnx.GraphDef, params_shardings=None, batch_sharding=None):
     """logprobs(params, batch) -> (chosen [B], rejected [B]) sequence log-probabilities of a preference batch:
     what the reference model's scores are computed with."""

@@ -355,7 +355,9 @@ class Trainer:
         # The rows' record (RUN/data/source.json) names what they were made from: scores of other rows are stale.
         key = hashlib.sha256(self.run_dir.data_source.read_bytes()).hexdigest()
         splits = {"train": self.loader.columns, **{f"val_{n}": v for n, v in self.inputs.val.items()}}
-        saved = _read_reference(file, key, splits)
+        # Saved scores are reused only by a resumed run, whose reference is by construction the model it started
+        # from; a run starting now (params given) scores its own starting model, whatever a file says.
+        saved = None if params is not None else _read_reference(file, key, splits)
         if saved is None:
             if params is None:
                 raise TrainingError(f"{file} (the DPO reference's scores) is missing or was made for other rows, "

@@ -27,14 +27,26 @@ import numpy as np
 
 from gptjax.data import DataError
 
-ROW_FIELDS = ("tokens", "segment_ids", "positions", "targets", "loss_mask")
+ROW_DTYPES = {"tokens": "int32", "segment_ids": "int32", "positions": "int32", "targets": "int32",
+              "loss_mask": "bool"}
+ROW_FIELDS = tuple(ROW_DTYPES)
 _MAX_EXAMPLES = 1 << 62
 
 
 def empty_rows(count: int, length: int) -> dict[str, np.ndarray]:
-    rows = {k: np.zeros((count, length), np.int32) for k in ROW_FIELDS}
-    rows["loss_mask"] = rows["loss_mask"].astype(bool)
-    return rows
+    return {k: np.zeros((count, length), dtype) for k, dtype in ROW_DTYPES.items()}
+
+
+def batch_shapes(source: str, batch_size: int, block_size: int) -> dict[str, tuple[tuple[int, ...], str]] | None:
+    """{leaf: (shape, dtype)} of the batch a data.source's loader gives (None: the pretraining windows, int32
+    [batch_size, block_size + 1]): what a train step is traced with before any data is read."""
+    rows = {k: ((batch_size, block_size), dtype) for k, dtype in ROW_DTYPES.items()}
+    if source == "chat":
+        return rows
+    if source == "preferences":  # both sides of each pair, and the reference's scores of them
+        return {**{f"{side}_{k}": v for side in ("chosen", "rejected") for k, v in rows.items()},
+                "ref_chosen": ((batch_size,), "float32"), "ref_rejected": ((batch_size,), "float32")}
+    return None
 
 
 def place(rows: dict[str, np.ndarray], row: int, offset: int, segment: int, ids: np.ndarray,
