@@ -40,7 +40,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gptjax import distributed, sharding  # noqa: E402
+from gptjax import distributed, sharding, speedrun  # noqa: E402
 from gptjax.command import parse_args  # noqa: E402
 from gptjax.compile_cache import use_compile_cache  # noqa: E402
 from gptjax.config import ConfigError, load_config  # noqa: E402
@@ -314,9 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--matmul_floor", action="store_true",
                             help="also time the step's matmuls one by one: the step if all else were free")
         parser.add_argument("--json", help="also write every figure to this JSON file")
+        parser.add_argument("--to-loss", type=float,
+                            help="instead of timing steps: train until the validation loss reaches this, once per "
+                                 "seed, and report steps, tokens and wall time to it (see gptjax.speedrun)")
+        parser.add_argument("--seeds", default="3", help="with --to-loss: how many seeds (1337, 1, 2, ...), or "
+                                                         "the seeds themselves, comma-separated")
 
     args, overrides = parse_args(argv, prog="python -m gptjax.bench", doc=__doc__, add_arguments=options,
-                                 workdir_help="prepare and read the config's data here (default: random tokens)")
+                                 workdir_help="prepare and read the config's data here (default: random tokens); "
+                                              "with --to-loss: where each seed's run goes (default: a new "
+                                              "temporary directory)")
 
     def work() -> None:
         if args.json:  # say so now, not after the whole run
@@ -325,12 +332,19 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.json).resolve().parent.is_dir():
                 raise GptjaxError(f"--json {args.json}: its directory does not exist")
             check_writable(Path(args.json).resolve().parent, "the --json directory", "choose a writable path")
+        command = speedrun.command_line(argv if argv is not None else sys.argv[1:])
+        if args.to_loss is not None:
+            summary = speedrun.time_to_loss(args.to_loss, args.config, overrides, speedrun.parse_seeds(args.seeds),
+                                            Path(args.workdir) if args.workdir else None)
+            print(f"{command}\n" + speedrun.format_summary(summary))
+            if args.json:
+                Path(args.json).write_text(json.dumps({**summary, "command": command}, indent=1) + "\n")
+            return
         result = run_benchmark(load_config(args.config, overrides), steps=args.steps, warmup=args.warmup,
                                workdir=args.workdir, vocab_size=args.vocab_size, peak_size=args.peak_size,
                                loader_batches=args.loader_batches, floor=args.matmul_floor)
         if not distributed.is_main():
             return
-        command = " ".join(["python -m gptjax.bench", *(argv if argv is not None else sys.argv[1:])])
         print(f"{command}\n" + format_table(result))
         if args.json:
             result["command"] = command

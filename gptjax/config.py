@@ -43,6 +43,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.param_dtype": ("float32", "bfloat16"),
     "data.source": ("stdlib", "text", "shards", "files", "chat", "preferences"),
     "train.nonfinite": ("stop", "skip"),
+    "optim.name": ("adamw", "muon"),
+    "optim.schedule": ("cosine", "wsd"),
 }
 
 
@@ -75,6 +77,11 @@ def base_config() -> ml_collections.ConfigDict:
         dropout=0.0,  # on embeddings and on each residual branch
         attn_dropout=0.0,  # on attention probabilities; only the 'xla' attention computes them
         init_std=0.02,
+        # Output projections of attention and MLP (the residual branches' last matrices) start at zero, so every
+        # block starts as the identity (modded-nanogpt); false: normal(init_std / sqrt(2 * num_layers)) as GPT-2
+        zero_init_out=False,
+        # > 0: logits = cap * tanh(logits / cap), bounded to (-cap, cap) (Gemma 2, modded-nanogpt use 30 or 15)
+        logit_softcap=0.0,
         dtype="float32",  # compute dtype; parameters stay in param_dtype (fp32 master weights)
         param_dtype="float32",
         attention="xla",
@@ -115,8 +122,15 @@ def base_config() -> ml_collections.ConfigDict:
         beta=0.1,  # how far the policy may move from the reference (larger: closer to it)
     )
     c.optim = dict(
+        # adamw: every parameter; muon: Muon for the blocks' matrices (at muon_lr), AdamW for embeddings, an untied
+        # head, norms and biases (see gptjax/optim.py)
+        name="adamw",
         lr=1e-3,
-        min_lr=1e-4,  # the cosine decays to this
+        min_lr=1e-4,  # the schedule decays to this (Muon's to min_lr scaled by muon_lr / lr)
+        # cosine: warmup, then a cosine to min_lr at decay_steps; wsd: warmup, lr held, then a linear decay to
+        # min_lr over the last `cooldown` fraction of decay_steps (warmup-stable-decay)
+        schedule="cosine",
+        cooldown=0.2,
         warmup_steps=100,
         decay_steps=0,  # 0: train.steps
         weight_decay=0.1,
@@ -125,6 +139,9 @@ def base_config() -> ml_collections.ConfigDict:
         beta2=0.99,
         eps=1e-8,
         grad_clip=1.0,  # global-norm clipping; 0 disables
+        muon_lr=0.02,  # optim.name=muon: the peak learning rate of the matrices Muon updates
+        muon_momentum=0.95,  # Muon's momentum (Nesterov)
+        muon_weight_decay=0.0,  # decoupled weight decay of those matrices (times their learning rate)
     )
     c.train = dict(
         steps=2000,
@@ -132,6 +149,12 @@ def base_config() -> ml_collections.ConfigDict:
         grad_accum=1,  # micro-batches per step; batch_size must be divisible by it
         eval_every=250,  # 0: only at the end
         eval_batches=20,
+        # > 0: stop at the first evaluation whose validation loss is at most this (a checkpoint is saved there);
+        # metrics.jsonl records the step, tokens and seconds it took (see `python -m gptjax.bench --to-loss`)
+        target_loss=0.0,
+        # z-loss (PaLM): adds z_loss * mean(logsumexp(logits)^2) to the training loss, which keeps the softmax's
+        # normalizer near 1 (logits from drifting); validation reports the cross-entropy alone
+        z_loss=0.0,
         log_every=50,
         seed=1337,
         sample_tokens=300,  # printed at the end of training; 0: no sample
@@ -418,6 +441,18 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if d.document_mask and d.source in ("chat", "preferences"):
         raise ConfigError(f"data.document_mask is for pretraining on token streams; data.source={d.source!r} "
                           "already keeps each example apart (data.pack)")
+    if o.name == "muon" and not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
+        raise ConfigError(f"optim.muon_lr={o.muon_lr} must be > 0, optim.muon_momentum={o.muon_momentum} in [0, 1) "
+                          f"and optim.muon_weight_decay={o.muon_weight_decay} zero or positive")
+    if not 0 < o.cooldown <= 1:
+        raise ConfigError(f"optim.cooldown={o.cooldown} must be in (0, 1]: the fraction of the steps the wsd "
+                          "schedule spends decaying")
+    if t.target_loss < 0 or t.z_loss < 0:
+        raise ConfigError(f"train.target_loss={t.target_loss} and train.z_loss={t.z_loss} must be zero (off) or "
+                          "positive")
+    if t.z_loss and d.source == "preferences":
+        raise ConfigError("train.z_loss is for next-token objectives (pretraining, SFT); DPO's loss has no "
+                          "softmax normalizer to hold near 1: set it to 0")
     if cfg.dpo.beta <= 0:
         raise ConfigError(f"dpo.beta={cfg.dpo.beta} must be positive")
     if d.source in ("text", "files") and not d.path:
@@ -469,6 +504,8 @@ def check_model(m, *, vocab_size_known: bool = True) -> None:
         raise ConfigError(f"model.num_kv_heads={kv} must divide model.num_heads={heads}")
     if get("position") == "rope" and (width // heads) % 2:
         raise ConfigError(f"model.position='rope' needs an even head size, got {width // heads}")
+    if get("logit_softcap") < 0:
+        raise ConfigError(f"model.logit_softcap={get('logit_softcap')} must be zero (off) or positive")
     for leaf in ("dropout", "attn_dropout"):
         if not 0.0 <= get(leaf) < 1.0:
             raise ConfigError(f"model.{leaf}={get(leaf)} must be in [0, 1)")
@@ -587,6 +624,11 @@ def resume_changes(saved: dict, cfg: ml_collections.ConfigDict, where: str) -> l
     """What differs between a run's saved config (a dict read from its config.yaml) and cfg, as 'key: old -> new'
     lines; ConfigError when the model or the data differ, which a run cannot continue with."""
     new = cfg.to_dict()
+    saved_optimizer = saved.get("optim", {}).get("name", "adamw")  # runs from before optim.name used AdamW
+    if saved_optimizer != new["optim"]["name"]:
+        raise ConfigError(f"{where} holds a run trained with optim.name={saved_optimizer!r}, whose optimizer state "
+                          f"cannot continue as {new['optim']['name']!r}; start a new --workdir from its weights "
+                          f"(--config.checkpoint.init_from={where}), or keep optim.name={saved_optimizer}")
     for section in ("model", "data"):
         for key, value in new[section].items():
             if key in {"model": RUNTIME_MODEL_KEYS, "data": RUNTIME_DATA_KEYS}[section]:

@@ -155,6 +155,8 @@ class Evaluation:
             result.update({f"val_loss_{name}": m["loss"] for name, m in per_source.items()})
         result.update(self.task_scores(info))
         trainer.tracker.write(step, **result)
+        if "val_loss" in result:
+            trainer.last_val_loss = (step, result["val_loss"])
         best = (step > 0 and math.isfinite(result.get("val_loss", math.nan))
                 and trainer.checkpoints.save_if_best(step, result["val_loss"], info.state, trainer.cfg.to_dict(),
                                                      trainer.checkpoint_meta(step)))

@@ -29,8 +29,8 @@ from gptjax.state import Setup
 from gptjax.tokenizer import BPETokenizer, Tokenizer, TokenizerError, load_tokenizer
 
 # Not taken from the source: the vocabulary follows this run's tokenizer (checked against the source's), and the
-# initialization scale does not matter to weights that are loaded.
-_NOT_ADOPTED = (*RUNTIME_MODEL_KEYS, "vocab_size", "init_std")
+# initialization (its scale, zero output projections) does not matter to weights that are loaded.
+_NOT_ADOPTED = (*RUNTIME_MODEL_KEYS, "vocab_size", "init_std", "zero_init_out")
 
 
 @dataclasses.dataclass

@@ -56,6 +56,8 @@ class ModelConfig:
     dropout: float = 0.0  # embeddings + each residual branch
     attn_dropout: float = 0.0  # attention probabilities (xla path only)
     init_std: float = 0.02
+    zero_init_out: bool = False  # attention's and the MLP's output projections start at zero
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     attention: str = "xla"  # xla | cudnn | pallas | auto
@@ -116,6 +118,13 @@ def _init(std: float, *names: str):
     # maps them through its rules table and shards the state itself. This also lets the model be built anywhere.
     base = nnx.initializers.normal(std) if std else nnx.initializers.zeros_init()
     return nnx.with_partitioning(base, names, eager_sharding=False)
+
+
+def _out_std(cfg: ModelConfig) -> float:
+    """The residual branches' output projections: scaled down so the residual stream's variance does not grow
+    with depth (GPT-2), or zero (model.zero_init_out), so each block starts as the identity and learns what to
+    add to it."""
+    return 0.0 if cfg.zero_init_out else cfg.init_std / math.sqrt(2 * cfg.num_layers)
 
 
 def _ones(*names: str):
@@ -181,9 +190,7 @@ class Attention(nnx.Module):
         H, KV, hd = cfg.num_heads, cfg.kv_heads, cfg.head_dim
         # One fused projection: a single large matmul instead of three small ones.
         self.qkv = _linear(cfg, cfg.d_model, (H + 2 * KV) * hd, ("embed", "heads"), rngs=rngs)
-        # Residual projections are scaled down so the residual stream's variance does not grow with depth (GPT-2).
-        self.out = _linear(cfg, H * hd, cfg.d_model, ("heads", "embed"), rngs=rngs,
-                           std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        self.out = _linear(cfg, H * hd, cfg.d_model, ("heads", "embed"), rngs=rngs, std=_out_std(cfg))
         if cfg.qk_norm:  # bounds the attention logits, which keeps high learning rates stable
             self.q_norm = _norm(cfg, hd, rngs=rngs, rms=True)
             self.k_norm = _norm(cfg, hd, rngs=rngs, rms=True)
@@ -219,7 +226,7 @@ class MLP(nnx.Module):
         self.up = _linear(cfg, d, ff, ("embed", "mlp"), rngs=rngs)
         if cfg.mlp == "swiglu":
             self.gate = _linear(cfg, d, ff, ("embed", "mlp"), rngs=rngs)
-        self.down = _linear(cfg, ff, d, ("mlp", "embed"), rngs=rngs, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        self.down = _linear(cfg, ff, d, ("mlp", "embed"), rngs=rngs, std=_out_std(cfg))
 
     def __call__(self, x):
         h = self.up(x)
@@ -381,6 +388,8 @@ class GPT(nnx.Module):
             x = self.ln_f(x)
         logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)
         logits = logits.astype(jnp.float32)  # the loss wants fp32 whatever the compute dtype
+        if cfg.logit_softcap:  # bounded logits: no token's score can run away (and the softmax stays smooth)
+            logits = cfg.logit_softcap * jnp.tanh(logits / cfg.logit_softcap)
         if cache is None:
             return logits
         return logits, KVCache(*(_write_slots(c, new, start) for c, new in zip(cache, new_kv)))

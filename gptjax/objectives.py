@@ -17,22 +17,36 @@ import optax
 from flax import nnx
 
 
-def _token_logprobs(model, rows: dict, *, deterministic: bool, rngs, segments: bool = True) -> jax.Array:
-    """log p(targets) [B, T] of rows (tokens, positions, segment_ids, targets) under the model. segments=False:
-    rows of one example each, padded at the end, where causal attention alone keeps the example from the padding
-    (so any kernel, cuDNN too, can run them)."""
+def _logits(model, rows: dict, *, deterministic: bool, rngs, segments: bool = True) -> jax.Array:
+    """float32 logits [B, T, vocab] of rows (tokens, positions, segment_ids). segments=False: rows of one example
+    each, padded at the end, where causal attention alone keeps the example from the padding (so any kernel,
+    cuDNN too, can run them)."""
     logits = model(rows["tokens"], positions=rows["positions"], segment_ids=rows["segment_ids"] if segments else None,
                    deterministic=deterministic, rngs=rngs)
-    return -optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), rows["targets"])
+    return logits.astype(jnp.float32)
 
 
-def sft_loss(model, batch: dict, *, deterministic: bool, rngs, packed: bool = True) -> tuple[jax.Array, dict]:
+def _token_logprobs(model, rows: dict, *, deterministic: bool, rngs, segments: bool = True) -> jax.Array:
+    """log p(targets) [B, T] of rows (tokens, positions, segment_ids, targets) under the model."""
+    logits = _logits(model, rows, deterministic=deterministic, rngs=rngs, segments=segments)
+    return -optax.softmax_cross_entropy_with_integer_labels(logits, rows["targets"])
+
+
+def sft_loss(model, batch: dict, *, deterministic: bool, rngs, packed: bool = True,
+             z_loss: float = 0.0) -> tuple[jax.Array, dict]:
     """Mean cross-entropy over the tokens in the loss (loss_mask) of the batch; metrics: how many there were.
-    packed=False (data.pack=false): one example per row, so no segment ids are needed."""
+    packed=False (data.pack=false): one example per row, so no segment ids are needed. z_loss (train.z_loss):
+    plus z_loss * the mean of logsumexp(logits)^2 over the same tokens, both terms reported (as
+    gptjax.step.next_token_loss does)."""
     mask = batch["loss_mask"].astype(jnp.float32)
     count = mask.sum()
-    logp = _token_logprobs(model, batch, deterministic=deterministic, rngs=rngs, segments=packed)
-    return -(logp * mask).sum() / jnp.maximum(count, 1.0), {"tokens_in_loss": count}
+    logits = _logits(model, batch, deterministic=deterministic, rngs=rngs, segments=packed)
+    logp = -optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    loss = -(logp * mask).sum() / jnp.maximum(count, 1.0)
+    if not z_loss:
+        return loss, {"tokens_in_loss": count}
+    z = (jnp.square(jax.nn.logsumexp(logits, axis=-1)) * mask).sum() / jnp.maximum(count, 1.0)
+    return loss + z_loss * z, {"tokens_in_loss": count, "cross_entropy": loss, "z_loss": z}
 
 
 def sequence_logprobs(model, rows: dict, *, deterministic: bool = True, rngs=None, segments: bool = False

@@ -13,6 +13,7 @@ import math
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -74,6 +75,8 @@ def state_shardings(abstract_state, mesh):
     logical axes on their Variables; everything else (step counters) is replicated."""
 
     def sharding(leaf):
+        if isinstance(leaf, nnx.Variable) and isinstance(leaf.get_raw_value(), optax.MaskedNode):
+            return leaf  # a parameter this part of the optimizer does not update (optim.name=muon): no arrays
         if isinstance(leaf, nnx.Variable):
             names = tuple(leaf.get_metadata().get("out_sharding") or ())
             shape = tuple(leaf.shape)

@@ -26,19 +26,27 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
 
 
-def next_token_loss(model, tokens: jax.Array, *, deterministic: bool, rngs, eot_id: int | None = None) -> jax.Array:
+def next_token_loss(model, tokens: jax.Array, *, deterministic: bool, rngs, eot_id: int | None = None,
+                    z_loss: float = 0.0) -> jax.Array | tuple[jax.Array, dict]:
     """The pretraining objective: predict tokens[:, 1:] from tokens[:, :-1] (int32 [batch, block_size + 1]).
 
     eot_id (data.document_mask): attention stops at document boundaries. Each end-of-text token opens the next
     document (as a BOS would), so every token is predicted from its own document alone, positions restart there,
-    and predicting the end-of-text itself is still learned, from the document it ends."""
+    and predicting the end-of-text itself is still learned, from the document it ends.
+
+    z_loss (train.z_loss, training only): the loss is cross-entropy + z_loss * mean(logsumexp(logits)^2), and the
+    metrics report both terms (cross_entropy, z_loss: the mean square itself)."""
     inputs = tokens[:, :-1]
     if eot_id is None:
         logits = model(inputs, deterministic=deterministic, rngs=rngs)
     else:
         segment_ids, positions = document_segments(inputs, eot_id)
         logits = model(inputs, positions=positions, segment_ids=segment_ids, deterministic=deterministic, rngs=rngs)
-    return cross_entropy(logits, tokens[:, 1:])
+    loss = cross_entropy(logits, tokens[:, 1:])
+    if not z_loss:
+        return loss
+    z = jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)).mean()
+    return loss + z_loss * z, {"cross_entropy": loss, "z_loss": z}
 
 
 def document_segments(tokens: jax.Array, eot_id: int) -> tuple[jax.Array, jax.Array]:

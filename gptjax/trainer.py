@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import math
 import signal
 import sys
@@ -80,14 +81,21 @@ class Program:
 
 def build_program(cfg: ml_collections.ConfigDict, model_config: ModelConfig, mesh: jax.sharding.Mesh,
                   objective: Objective | None = None) -> Program:
-    """objective: default, the one cfg.data calls for (see Trainer)."""
+    """objective: default, the one cfg.data calls for (see Trainer). train.z_loss is the training objective's
+    (evaluation scores the objective without it)."""
     objective = objective or objectives.for_data(cfg.data, cfg.dpo.beta) or next_token_loss
     built = setup(cfg, model_config, mesh)
     batch_sharding = sharding.batch_sharding(built.mesh)
     t = cfg.train
+    train_objective = objective
+    if t.z_loss:
+        if "z_loss" not in inspect.signature(objective).parameters:
+            raise ConfigError(f"train.z_loss={t.z_loss:g}: the objective {getattr(objective, '__name__', objective)} "
+                              "takes no z_loss; set train.z_loss=0, or give the objective a z_loss argument")
+        train_objective = functools.partial(objective, z_loss=t.z_loss)
     train_step = make_train_step(built.graphdef, built.tx, built.schedule, grad_accum=t.grad_accum, seed=t.seed,
                                  state_shardings=built.shardings, batch_sharding=batch_sharding,
-                                 skip_nonfinite=t.nonfinite == "skip", objective=objective)
+                                 skip_nonfinite=t.nonfinite == "skip", objective=train_objective)
     eval_step = make_eval_step(built.graphdef, built.shardings.params, batch_sharding, objective=objective)
     return Program(built, train_step, eval_step, batch_sharding)
 
@@ -402,6 +410,8 @@ class Trainer:
     def run(self) -> dict:
         """Trains (or continues) the run; returns the final metrics (with `stopped_at` if a signal stopped it)."""
         self.lock, self.started = None, False
+        self.last_val_loss, self.end_step = None, None  # (step, val_loss) of the latest evaluation; train.target_loss
+        self.began = time.perf_counter()
         distributed.initialize(self.cfg.distributed)  # before anything starts JAX's backend
         self.peer_watch = distributed.PeerWatch(self._resume_advice) if jax.process_count() > 1 else None
         error = None
@@ -457,8 +467,9 @@ class Trainer:
                     getattr(listener, "close", lambda: None)()
                 self.tracker.close()
         if "stopped_at" not in self.final:
+            end = self.end_step if self.end_step is not None else max(start, t.steps)
             for fn in ([print_sample, print_next_steps] if self.default_hooks else []) + self.finish_hooks:
-                fn(StepInfo(max(start, t.steps), self.state, self))
+                fn(StepInfo(end, self.state, self))
         return self.final
 
     def _loop(self, start: int, hooks: list[Hook]) -> None:
@@ -486,6 +497,8 @@ class Trainer:
                     self._read(*pending)
                     pending = None
                 self._run_hooks(due, step)
+                if self._reached_target(step, pending):
+                    return
                 if stopping:
                     self.checkpoints.wait()
                     saved = self.checkpoints.latest_step() == step
@@ -498,6 +511,27 @@ class Trainer:
                 self._read(*pending)
         finally:
             stop.restore()
+
+    def _reached_target(self, step: int, pending) -> bool:
+        """train.target_loss: whether this step's evaluation reached it; then the run ends here, as if train.steps
+        were this step (a checkpoint of it saved, and metrics.jsonl told the steps, tokens and seconds it took)."""
+        target, evaluated = self.cfg.train.target_loss, self.last_val_loss
+        if not target or evaluated is None or evaluated[0] != step or not evaluated[1] <= target:
+            return False
+        if pending is not None:
+            self._read(*pending)
+        self.checkpoints.wait()
+        if self.checkpoints.latest_step() != step:
+            self.save(StepInfo(step, self.state, self))
+        tokens = step * self.cfg.train.batch_size * self.model_config.block_size
+        seconds = time.perf_counter() - self.began
+        self.tracker.write(step, target_loss=target, reached_target=evaluated[1], tokens=tokens,
+                           seconds=round(seconds, 2))
+        tracking.echo(f"reached val loss {evaluated[1]:.4f} <= train.target_loss={target:g} at step {step} "
+                      f"({tokens:,} tokens, {seconds:.1f}s since the run started)")
+        self.final.update(target_reached_at=step, tokens=tokens, seconds=seconds)
+        self.end_step = step
+        return True
 
     def _read(self, step: int, metrics) -> None:
         """A step's metrics as floats: checked, then handed to the metric hooks."""

@@ -334,6 +334,8 @@ def test_unsupported_hf_models_are_named(tmp_path):
     (dict(position="learned", norm="rmsnorm"), "model.norm='rmsnorm'"),
     (dict(position="rope", norm="layernorm", mlp="gelu"), "model.norm='layernorm'"),
     (dict(num_kv_heads=2), "model.num_kv_heads=2"),
+    (dict(logit_softcap=30.0), "model.logit_softcap=30.0"),  # neither computes tanh-capped logits
+    (dict(position="rope", norm="rmsnorm", mlp="swiglu", logit_softcap=15.0), "model.logit_softcap=15.0"),
 ])
 def test_export_refuses_what_neither_architecture_holds(tmp_path, model, named):
     mc = ModelConfig(vocab_size=64, block_size=16, num_layers=1, num_heads=4, d_model=32, **model)

@@ -421,3 +421,38 @@ def test_scan_program_does_not_grow_with_depth():
 
     assert program_size(num_layers=8, scan_layers=True) < 1.05 * program_size(num_layers=2, scan_layers=True)
     assert program_size(num_layers=8, scan_layers=False) > 1.5 * program_size(num_layers=2, scan_layers=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipe options: zero-initialized output projections, logit soft-capping
+
+
+def test_zero_init_out_starts_every_block_as_the_identity():
+    """With model.zero_init_out the residual branches' last matrices are zero (the rest as before), so the model
+    at initialization is the embeddings through the final norm into the head: the blocks add nothing."""
+    cfg = dataclasses.replace(GPT2, zero_init_out=True)
+    model = build(cfg)
+    params = params_by_path(model)
+    for path in ("blocks/attn/out/kernel", "blocks/mlp/down/kernel"):
+        assert not np.asarray(params[path][...]).any(), path
+    for path in ("blocks/attn/qkv/kernel", "blocks/mlp/up/kernel"):
+        assert np.asarray(params[path][...]).std() == pytest.approx(cfg.init_std, rel=0.2), path
+    x = tokens()
+    h = model.ln_f(model.wte(x) + model.wpe(jnp.arange(T)))
+    np.testing.assert_allclose(forward(model, x), model.wte.attend(h), rtol=1e-5, atol=1e-5)
+    assert np.asarray(params_by_path(build(GPT2))["blocks/attn/out/kernel"][...]).any()  # off: GPT-2's init
+
+
+def test_logit_softcap_bounds_the_logits():
+    """cap * tanh(logits / cap): within (-cap, cap) however large the weights, and nearly unchanged near 0."""
+    raw_model = build(GPT2)
+    capped = build(dataclasses.replace(GPT2, logit_softcap=5.0))
+    nnx.update(capped, nnx.state(raw_model))  # the same weights
+    for model in (raw_model, capped):  # weights that make some logits far larger than the cap
+        model.wte.embedding[...] = model.wte.embedding[...] * 200
+    raw, soft = forward(raw_model, tokens()), forward(capped, tokens())
+    assert float(jnp.abs(raw).max()) > 20
+    assert float(jnp.abs(soft).max()) <= 5.0  # (float32 tanh reaches 1.0 exactly far out)
+    np.testing.assert_allclose(soft, 5.0 * np.tanh(np.asarray(raw) / 5.0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="logit_softcap"):
+        tiny(logit_softcap=-1.0)

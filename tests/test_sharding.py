@@ -57,10 +57,16 @@ def test_same_losses_and_parameters_on_every_mesh():
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
     baseline = runs.pop("baseline")
+    muon = runs.pop("muon")
     assert len(runs) == 7
     for name, run in runs.items():
         assert max(abs(a - b) for a, b in zip(run["losses"], baseline)) < 1e-5, name
         assert run["max_param_diff"] < 2e-5, name
+    # optim.name=muon on a mesh (the sharded matrices orthogonalized by XLA's collectives): the same training
+    sharded = muon["fsdp=4 tensor=2"]
+    assert muon["baseline"] != baseline  # another optimizer indeed
+    assert max(abs(a - b) for a, b in zip(sharded["losses"], muon["baseline"])) < 1e-5
+    assert sharded["max_param_diff"] < 2e-5
 
 
 def test_mesh_config_defaults_to_all_devices_data_parallel():

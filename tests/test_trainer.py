@@ -6,7 +6,7 @@ import math
 import jax.numpy as jnp
 import pytest
 
-from gptjax.config import load_config
+from gptjax.config import ConfigError, load_config
 from gptjax.step import cross_entropy
 from gptjax.hooks import Hook
 from gptjax.trainer import NonFinitePolicy, Throughput, Trainer, TrainingError
@@ -209,3 +209,50 @@ def test_report_errors_turns_a_keyboard_interrupt_into_one_line_and_130(capsys):
 
     assert report_errors(interrupted) == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# train.z_loss
+
+
+def test_z_loss_is_added_to_the_training_loss_and_left_out_of_validation():
+    """loss = cross-entropy + z_loss * mean(logsumexp(logits)^2), computed here independently; the objective
+    reports both terms, and without z_loss it is the plain cross-entropy (what validation scores)."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from gptjax.model import GPT, ModelConfig
+    from gptjax.step import next_token_loss
+
+    model = GPT(ModelConfig(vocab_size=40, block_size=16, num_layers=1, num_heads=2, d_model=16), rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (3, 17), 0, 40)
+    loss, metrics = next_token_loss(model, tokens, deterministic=True, rngs=None, z_loss=1e-2)
+    logits = np.asarray(model(tokens[:, :-1]), np.float64)
+    lse = np.log(np.exp(logits).sum(-1))
+    ce = (lse - np.take_along_axis(logits, np.asarray(tokens[:, 1:])[..., None], -1)[..., 0]).mean()
+    assert float(metrics["cross_entropy"]) == pytest.approx(ce, rel=1e-5)
+    assert float(metrics["z_loss"]) == pytest.approx((lse ** 2).mean(), rel=1e-5)
+    assert float(loss) == pytest.approx(ce + 1e-2 * (lse ** 2).mean(), rel=1e-5)
+    assert float(next_token_loss(model, tokens, deterministic=True, rngs=None)) == pytest.approx(ce, rel=1e-5)
+
+
+def test_z_loss_trains_and_is_reported(tmp_path):
+    cfg = QUICK + ["train.steps=4", "train.eval_every=4"]
+    final = Trainer(load_config(None, cfg + ["train.z_loss=0.01"]), tmp_path / "z").run()
+    lines = [r for r in metrics_lines(tmp_path / "z") if "loss" in r]
+    for r in lines:
+        assert r["loss"] == pytest.approx(r["cross_entropy"] + 0.01 * r["z_loss"], rel=1e-5)
+    assert "val_loss" in final and "val_z_loss" not in final and "val_cross_entropy" not in final
+    plain = Trainer(load_config(None, cfg), tmp_path / "plain").run()
+    assert final["val_loss"] != plain["val_loss"]  # the gradient has the z-loss's term
+    first = next(r for r in metrics_lines(tmp_path / "plain") if "loss" in r)
+    assert first["loss"] == pytest.approx(lines[0]["cross_entropy"], rel=1e-6)  # step 1: the same weights
+
+
+def test_z_loss_with_an_objective_that_takes_none_is_refused(tmp_path):
+    def objective(model, tokens, *, deterministic, rngs):
+        return cross_entropy(model(tokens[:, :-1]), tokens[:, 1:])
+
+    with pytest.raises(ConfigError, match="train.z_loss=0.01: the objective objective takes no z_loss"):
+        Trainer(load_config(None, QUICK + ["train.z_loss=0.01"]), tmp_path / "run", objective=objective).run()

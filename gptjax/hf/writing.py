@@ -19,8 +19,10 @@ from gptjax.tokenizer import EOT, BPETokenizer, ByteTokenizer, CharTokenizer, To
 
 
 # What each family needs of a model: (key, value, why). Anything else cannot be written as that architecture.
-_GPT2_NEEDS = [("norm_position", "pre"), ("norm", "layernorm"), ("mlp", "gelu"), ("qk_norm", False)]
-_LLAMA_NEEDS = [("norm_position", "pre"), ("norm", "rmsnorm"), ("mlp", "swiglu"), ("qk_norm", False)]
+_GPT2_NEEDS = [("norm_position", "pre"), ("norm", "layernorm"), ("mlp", "gelu"), ("qk_norm", False),
+               ("logit_softcap", 0.0)]
+_LLAMA_NEEDS = [("norm_position", "pre"), ("norm", "rmsnorm"), ("mlp", "swiglu"), ("qk_norm", False),
+                ("logit_softcap", 0.0)]
 
 
 def export_family(mc: ModelConfig) -> str:
@@ -34,7 +36,7 @@ def export_family(mc: ModelConfig) -> str:
         arch = "GPT2LMHeadModel" if family == "gpt2" else "LlamaForCausalLM"
         raise HFError(f"a model with model.position={mc.position!r} exports as {arch}, which cannot represent "
                       f"{', '.join(wrong)}; only GPT-2-style (learned, layernorm, gelu, pre-norm, MHA) and Llama-style "
-                      "(rope, rmsnorm, swiglu, pre-norm) models without qk_norm can be exported")
+                      "(rope, rmsnorm, swiglu, pre-norm) models without qk_norm or logit_softcap can be exported")
     return family
 
 

@@ -18,10 +18,10 @@ MESHES = {"1 device": None, "data=8": (8, 1, 1), "fsdp=8": (1, 8, 1), "data=2 fs
           "fsdp=4 tensor=2": (1, 4, 2)}
 
 
-def run(mesh_shape, steps: int, grad_accum: int, scan_layers: bool = False):
+def run(mesh_shape, steps: int, grad_accum: int, scan_layers: bool = False, optimizer: str = "adamw"):
     cfg = load_config(None, ["model.num_layers=2", "model.num_heads=4", "model.d_model=64", "model.block_size=32",
                              "train.batch_size=16", f"train.grad_accum={grad_accum}", "optim.warmup_steps=5",
-                             f"model.scan_layers={scan_layers}"])
+                             f"model.scan_layers={scan_layers}", f"optim.name={optimizer}"])
     if mesh_shape is None:
         mesh = make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
     else:
@@ -54,4 +54,9 @@ if __name__ == "__main__":
     out["fsdp=4 tensor=2, scan_layers"] = {"losses": losses, "max_param_diff": max(
         float(np.max(np.abs(a - b))) for a, b in zip(params, base_params))}
     out["baseline"] = base_losses
+    # Muon: its Newton-Schulz iterations on matrices split over fsdp and tensor, against Muon on one device
+    muon_losses, muon_params = run(None, steps, 1, optimizer="muon")
+    losses, params = run((1, 4, 2), steps, 1, optimizer="muon")
+    out["muon"] = {"baseline": muon_losses, "fsdp=4 tensor=2": {"losses": losses, "max_param_diff": max(
+        float(np.max(np.abs(a - b))) for a, b in zip(params, muon_params))}}
     print("RESULT " + json.dumps(out))
