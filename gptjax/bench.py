@@ -11,6 +11,9 @@ this device. One table is printed; --json writes every figure.
     device memory (or XLA's memory plan where the device reports none) and host RSS, parameter and optimizer
     bytes per device, and the loader's tokens/s.
 
+`python -m gptjax.bench --to-loss L [--seeds 3]` measures the other half of training cost instead: steps, tokens
+and wall time to a validation loss, over seeds (gptjax.speedrun); the timing options above do not apply to it.
+
 FLOPs are counted by gptjax.flops (6 per matmul weight per token, plus attention over the whole block, not halved
 for causality). Data: random tokens written as token shards and read by the real loader (default), or, with
 --workdir, the config's own data prepared there as training would.

@@ -130,7 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
         # cosine: warmup, then a cosine to min_lr at decay_steps; wsd: warmup, lr held, then a linear decay to
         # min_lr over the last `cooldown` fraction of decay_steps (warmup-stable-decay)
         schedule="cosine",
-        cooldown=0.2,
+        cooldown=0.2,  # schedule=wsd: the fraction of decay_steps spent decaying to min_lr
         warmup_steps=100,
         decay_steps=0,  # 0: train.steps
         weight_decay=0.1,

@@ -54,6 +54,9 @@ CASES = dict([
     case("modern", "bfloat16", "xla", "unrolled", "none", "data8", *PACKED),
     case("gpt2", "bfloat16", "cudnn", "unrolled", "none", "fsdp8", "data.source=preferences", "data.path=p.jsonl"),
     case("modern", "bfloat16", "auto", "unrolled", "none", "data8", "data.document_mask=true"),  # auto: pallas
+    # the speedrun's recipe options: Muon's Newton-Schulz on sharded matrices, soft-capped logits, z-loss
+    case("modern", "bfloat16", "cudnn", "scanned", "none", "fsdp4xtensor2", "optim.name=muon",
+         "model.logit_softcap=30", "train.z_loss=0.0001", "model.zero_init_out=true"),
 ])
 # The same steps compiled for the 8 CPU devices: XLA's SPMD partitioner (the same pass as on a GPU) inserts the
 # collectives each mesh implies. xla attention, since Triton kernels compile only for a GPU.
@@ -119,6 +122,12 @@ def test_packed_rows_give_the_pallas_kernel_segment_ids(lowered):
     assert masked["attention"] == "pallas" and masked["broken"] == []
     dpo = lowered["gpt2-bfloat16-cudnn-unrolled-remat_none-fsdp8-data.source=preferences-data.path=p.jsonl"]
     assert dpo["kernels"] == {"CustomSPMDPartitioning/2": 2, "CustomSPMDPartitioning/3": 2}  # pairs are not packed
+
+
+def test_the_speedrun_options_lower_for_cuda_on_a_mesh(lowered):
+    muon = lowered["modern-bfloat16-cudnn-scanned-remat_none-fsdp4xtensor2-optim.name=muon-model.logit_softcap=30-"
+                   "train.z_loss=0.0001-model.zero_init_out=true"]
+    assert muon["broken"] == [] and muon["kernels"] == {"CustomSPMDPartitioning/2": 1, "CustomSPMDPartitioning/3": 1}
 
 
 def test_packed_rows_with_cudnn_are_refused_before_lowering():

@@ -34,7 +34,8 @@ SHRINK_TRAIN = ["--config.model.num_layers=1", "--config.model.num_heads=2", "--
 SHRINK_POST = ["--config.model.block_size=128"]
 SHRINK = {"gptjax.train": SHRINK_TRAIN, "gptjax.sample": ["--max_new_tokens", "4"],
           "gptjax.data.pubmedqa": ["--limit", "40", "--context_words", "20"],
-          "gptjax.bench": SHRINK_TRAIN + ["--steps", "1", "--warmup", "0", "--peak_size", "64", "--loader_batches", "2"],
+          "gptjax.bench": SHRINK_TRAIN + ["--steps", "1", "--warmup", "0", "--peak_size", "64", "--loader_batches", "2",
+                                          "--seeds", "1"],  # --to-loss: one seed
           "gptjax.evaluate": ["--limit", "2"]}
 
 
