@@ -31,6 +31,7 @@ from gptjax.attention import check_packing, resolve_attention, target_backend
 from gptjax.config import uses_segments
 from gptjax.data.packing import batch_shapes
 from gptjax.model import ModelConfig
+from gptjax.optim import optimizer_labels
 from gptjax.step import next_token_loss
 from gptjax.trainer import Program, build_program
 
@@ -186,7 +187,16 @@ def broken_promises(lowered: Lowered) -> list[str]:
         broken.append("attention xla: no [T, T] score tensor found (is attention in the program?)")
     dots = lowered.dots()
     if mc.dtype == "bfloat16":
-        if wide := {d: n for d, n in dots.items() if d[0] != "bf16" or d[1] != "bf16"}:
+        wide = {d: n for d, n in dots.items() if d[0] != "bf16" or d[1] != "bf16"}
+        if lowered.cfg.optim.name == "muon":
+            # The optimizer's own matmuls: Newton-Schulz iterates on the f32 momentum of every matrix Muon
+            # updates, three matmuls an iteration, in one loop (the model's matmuls stay bf16)
+            matrices = sum(label == "muon" for label in
+                           jax.tree.leaves(optimizer_labels(lowered.program.setup.abstract_state.params)))
+            if (found := wide.pop(("f32", "f32", "f32"), 0)) != 3 * matrices:
+                broken.append(f"optim.name=muon: expected {3 * matrices} f32 matmuls (3 per Newton-Schulz "
+                              f"iteration of each of the {matrices} matrices it updates), found {found}")
+        if wide:
             broken.append(f"dtype bfloat16: matmuls with inputs that are not bf16: {wide}")
         if impl == "xla" and not dots[("bf16", "bf16", "f32")]:
             broken.append("attention xla in bf16: the scores are not accumulated in f32")

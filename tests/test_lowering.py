@@ -128,6 +128,8 @@ def test_the_speedrun_options_lower_for_cuda_on_a_mesh(lowered):
     muon = lowered["modern-bfloat16-cudnn-scanned-remat_none-fsdp4xtensor2-optim.name=muon-model.logit_softcap=30-"
                    "train.z_loss=0.0001-model.zero_init_out=true"]
     assert muon["broken"] == [] and muon["kernels"] == {"CustomSPMDPartitioning/2": 1, "CustomSPMDPartitioning/3": 1}
+    # bf16 matmuls for the model; f32 ones only for Muon's Newton-Schulz: 3 for each of qkv, out, up, gate, down
+    assert muon["dots"]["f32/f32/f32"] == 15 and set(muon["dots"]) == {"bf16/bf16/bf16", "f32/f32/f32"}
 
 
 def test_packed_rows_with_cudnn_are_refused_before_lowering():
