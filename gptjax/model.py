@@ -17,6 +17,7 @@ tokens go; the call then also returns the updated cache. Without a cache the tra
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -131,12 +132,54 @@ def _ones(*names: str):
     return nnx.with_partitioning(nnx.initializers.ones_init(), names, eager_sharding=False)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul(x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
+    """x [..., d_in] @ w [d_in, d_out]: every projection of the model (nnx.Linear's product and the tied head).
+
+    The same product as jnp.matmul, with the weight gradient ordered by hand. That gradient contracts the token
+    axes of the input and of the output's gradient, and autodiff writes it as (dy^T x)^T, so XLA's CPU backend
+    transposes dy into a copy first. For the MLP's 4x-wide activations, the head's logits and the fused qkv, that
+    copy is larger than the weight and, when it is fused with the elementwise backward before it, slower than the
+    product itself (docs/benchmarks.md, "Step speed against the peers"). Putting the narrower of the two operands
+    on the transposed side makes the copy small or lets the dot read it in place; a GPU's matmuls take either
+    order. Gradients equal autodiff's to float rounding (tests/test_model.py)."""
+    return jnp.matmul(x, w, precision=precision)
+
+
+def _matmul_fwd(x, w, precision):
+    return jnp.matmul(x, w, precision=precision), (x, w)
+
+
+def _matmul_bwd(precision, residuals, dy):
+    x, w = residuals
+    dx = jnp.matmul(dy, w.T, precision=precision)
+    tokens_x, tokens_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+    if tokens_x.shape[1] <= tokens_dy.shape[1]:
+        dw = jnp.matmul(tokens_x.T, tokens_dy, precision=precision)
+    else:
+        dw = jnp.matmul(tokens_dy.T, tokens_x, precision=precision).T
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def _linear_product(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+    """nnx.Linear's dot_general, as matmul (the only product Linear asks for: last axis by the kernel's first)."""
+    (contracting, batch) = dimension_numbers
+    if (contracting != ((lhs.ndim - 1,), (0,)) or batch != ((), ()) or preferred_element_type is not None
+            or out_sharding is not None):
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                   preferred_element_type=preferred_element_type, out_sharding=out_sharding)
+    return matmul(lhs, rhs, precision)
+
+
 def _linear(cfg: ModelConfig, d_in: int, d_out: int, names: tuple[str, str], *, rngs: nnx.Rngs,
             std: float | None = None, bias: bool | None = None) -> nnx.Linear:
     return nnx.Linear(d_in, d_out, use_bias=cfg.use_bias if bias is None else bias,
                       kernel_init=_init(cfg.init_std if std is None else std, *names),
                       bias_init=_init(0.0, names[1]), dtype=jnp.dtype(cfg.dtype),
-                      param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+                      param_dtype=jnp.dtype(cfg.param_dtype), dot_general=_linear_product, rngs=rngs)
 
 
 def _norm(cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs, rms: bool = False):
@@ -386,7 +429,11 @@ class GPT(nnx.Module):
         x, new_kv = jax.lax.scan(scan_step, x, layer_inputs, unroll=not cfg.scan_layers)
         if cfg.norm_position == "pre":
             x = self.ln_f(x)
-        logits = self.wte.attend(x) if cfg.tie_embeddings else self.lm_head(x)
+        if cfg.tie_embeddings:  # nnx.Embed.attend's product, through matmul
+            x, table = self.wte.promote_dtype((x, self.wte.embedding[...]), dtype=self.wte.dtype)
+            logits = matmul(x, table.T)
+        else:
+            logits = self.lm_head(x)
         logits = logits.astype(jnp.float32)  # the loss wants fp32 whatever the compute dtype
         if cfg.logit_softcap:  # bounded logits: no token's score can run away (and the softmax stays smooth)
             logits = cfg.logit_softcap * jnp.tanh(logits / cfg.logit_softcap)

@@ -69,12 +69,18 @@ def time_to_loss(target: float, config: str | None, overrides: list[str], seeds:
     if target <= 0:
         raise ConfigError(f"--to-loss {target:g}: give the validation loss to reach (positive)")
     cfg = load_config(config, overrides)  # a bad config is named once here, not once per seed
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise GptjaxError(f"--workdir {workdir} is a file, not a directory: give a new directory")
     if workdir is not None and workdir.exists() and any(workdir.iterdir()):
         raise GptjaxError(f"--workdir {workdir} is not empty; the runs of a measurement start fresh: give a new "
                           "directory")
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="gptjax-speedrun-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="gptjax-speedrun-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GptjaxError(f"--workdir {workdir}: cannot create it ({e.strerror}); give a directory you can "
+                          "write to") from None
     print(f"runs in {workdir}", flush=True)
     runs = []
     for seed in seeds:

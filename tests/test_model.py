@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from gptjax.config import ConfigError, base_config
-from gptjax.model import GPT, ModelConfig, apply_rope, count_params, rope_tables
+from gptjax.model import GPT, ModelConfig, apply_rope, count_params, matmul, rope_tables
 
 TINY = dict(vocab_size=50, block_size=16, num_layers=2, num_heads=4, d_model=32)
 B, T = 2, 16
@@ -358,6 +358,33 @@ def test_from_config_vocab_too_small():
         ModelConfig.from_config(section, vocab_size=65)
     with pytest.raises(ConfigError, match="vocab_size"):
         ModelConfig.from_config(base_config().model)  # 0 and no tokenizer size
+
+
+@pytest.mark.parametrize("d_in, d_out", [(16, 64), (64, 16), (24, 24)], ids=["widening", "narrowing", "square"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_gradients_are_autodiffs(d_in, d_out, dtype):
+    """model.matmul reorders the weight gradient's product; the numbers are jnp.matmul's, in its dtypes."""
+    k = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k[0], (3, 5, d_in)).astype(dtype)
+    w = (jax.random.normal(k[1], (d_in, d_out)) / 4).astype(dtype)
+    dy = jax.random.normal(k[2], (3, 5, d_out)).astype(dtype)
+    out, vjp = jax.vjp(matmul, x, w)
+    ref_out, ref_vjp = jax.vjp(jnp.matmul, x, w)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=2e-2, atol=2e-2)
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
+    for got, want in zip(vjp(dy), ref_vjp(dy)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
+
+
+@pytest.mark.parametrize("d_in, d_out", [(16, 64), (64, 16)], ids=["widening", "narrowing"])
+def test_matmul_transposes_the_narrower_operand_for_the_weight_gradient(d_in, d_out):
+    """The weight gradient's product contracts the token axis (axis 0 of both [tokens, features] operands); the
+    operand on its transposed (left) side is the narrower one, the input or the output's gradient."""
+    x, w = jnp.ones((40, d_in)), jnp.ones((d_in, d_out))
+    jaxpr = jax.make_jaxpr(lambda x, w, dy: jax.vjp(matmul, x, w)[1](dy))(x, w, jnp.ones((40, d_out)))
+    transposed = [e.invars[0].aval.shape for e in jaxpr.eqns if e.primitive.name == "transpose"]
+    assert [shape for shape in transposed if shape[0] == 40] == [(40, min(d_in, d_out))]
 
 
 @pytest.mark.parametrize("policy", ["full", "dots"])

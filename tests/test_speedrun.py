@@ -94,3 +94,15 @@ def test_bench_to_loss_wants_a_fresh_directory(tmp_path):
     (tmp_path / "runs" / "old").write_text("x")
     out = bench("--to-loss", "2", "--workdir", str(tmp_path / "runs"))
     assert out.returncode == 2 and "is not empty" in out.stderr
+
+
+@pytest.mark.parametrize("where, said", [
+    ("a_file", "is a file, not a directory"),
+    ("a_file/runs", "cannot create it"),  # a file in the way stops even root, who ignores permissions
+])
+def test_bench_to_loss_names_a_workdir_it_cannot_use(tmp_path, where, said):
+    (tmp_path / "a_file").write_text("x")
+    out = bench("--to-loss", "2", "--workdir", str(tmp_path / where))
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "a_file").read_text() == "x"
