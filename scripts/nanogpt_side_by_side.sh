@@ -12,7 +12,8 @@ nanogpt=${1:?usage: scripts/nanogpt_side_by_side.sh NANOGPT_DIR TEXT [ROUNDS]}
 text=${2:?usage: scripts/nanogpt_side_by_side.sh NANOGPT_DIR TEXT [ROUNDS]}
 rounds=${3:-2}
 python=${PYTHON:-.venv/bin/python}
-ng_python=${NANOGPT_PYTHON:-$(realpath "$python")}
+# absolute, but not through realpath: a venv's python is a symlink, and resolving it leaves the venv
+ng_python=${NANOGPT_PYTHON:-$(cd "$(dirname "$python")" && pwd)/$(basename "$python")}
 out=runs/side_by_side; rm -rf "$out"; mkdir -p "$out"
 for i in $(seq "$rounds"); do
   start=$(date +%s.%N)
