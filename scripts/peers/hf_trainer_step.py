@@ -47,6 +47,8 @@ def main():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
     torch.set_num_threads(args.threads)
     layers, heads, width, block, vocab, batch = SHAPES[args.shape]
     config = GPT2Config(n_layer=layers, n_head=heads, n_embd=width, n_positions=block, vocab_size=vocab,

@@ -32,6 +32,8 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="eager, as `litgpt pretrain --compile false`")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
     torch.set_num_threads(args.threads)
     layers, heads, width, block, vocab, batch = SHAPES[args.shape]
     config = Config(block_size=block, n_layer=layers, n_head=heads, n_embd=width, vocab_size=vocab,

@@ -14,6 +14,7 @@ tokens/s in the runs just before and after it over the peer's (above 1: gptjax i
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def run(command: list[str], json_path: Path) -> dict:
     print("$", " ".join(command), flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"failed (exit {done.returncode}): {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        last = ((done.stderr or done.stdout).strip().splitlines() or ["(no output)"])[-1]
+        sys.exit(f"failed (exit {done.returncode}): {last}")
     return json.loads(json_path.read_text())
 
 
@@ -46,11 +48,23 @@ def main():
                         help=f"a peer ({', '.join(PEERS)}) and the python of its environment")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    peers = [p.split("=", 1) for p in args.peer]
-    for name, _ in peers:
-        if name not in PEERS:
-            parser.error(f"--peer {name}: not one of {', '.join(PEERS)}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give at least 1")
+    peers = []
+    for given in args.peer:
+        name, _, python = given.partition("=")
+        if name not in PEERS or not python:
+            parser.error(f"--peer {given}: give NAME=PYTHON with NAME one of {', '.join(PEERS)}")
+        if not (Path(python).is_file() and os.access(python, os.X_OK)):
+            parser.error(f"--peer {given}: {python} is not an executable python (the peer's environment's)")
+        peers.append((name, python))
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        parser.error(f"--out {args.out} exists and is not an empty directory; a measurement keeps its runs: give a "
+                     "new directory")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {args.out}: cannot create it ({e.strerror})")
     rows = []  # (name, round, tokens/s, matmul GFLOP/s)
     for r in range(args.rounds):
         for name, python in [("gptjax", sys.executable)] + peers:
