@@ -10,13 +10,12 @@ batch 12), f32, no dropout, trained by Trainer with AdamW and gradient clipping 
 from one `on_step_end` to the next (an eager CPU step has finished when it returns), warm-up steps left out.
 """
 
-import argparse
 import tempfile
 import time
 
 import torch
 from torch.utils.data import Dataset
-from peer_common import SHAPES, report
+from peer_common import SHAPES, parse_args, report
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
 
@@ -40,16 +39,7 @@ class StepTimes(TrainerCallback):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0:
-        parser.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     layers, heads, width, block, vocab, batch = SHAPES[args.shape]
     config = GPT2Config(n_layer=layers, n_head=heads, n_embd=width, n_positions=block, vocab_size=vocab,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")

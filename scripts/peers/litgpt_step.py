@@ -12,7 +12,6 @@ dimension (a few elementwise operations per layer), and GPT-2's LayerNorm, biase
 residuals otherwise. The first steps compile and are left out of the timing.
 """
 
-import argparse
 import time
 
 import litgpt
@@ -20,21 +19,12 @@ import torch
 from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
-from peer_common import SHAPES, report
+from peer_common import SHAPES, parse_args, report
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them (they compile)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--no-compile", action="store_true", help="eager, as `litgpt pretrain --compile false`")
-    parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0:
-        parser.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__, lambda parser: parser.add_argument(
+        "--no-compile", action="store_true", help="eager, as `litgpt pretrain --compile false`"))
     layers, heads, width, block, vocab, batch = SHAPES[args.shape]
     config = Config(block_size=block, n_layer=layers, n_head=heads, n_embd=width, vocab_size=vocab,
                     padded_vocab_size=vocab, bias=True, norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP",

@@ -1,6 +1,7 @@
 """What the peer drivers share (each runs in its peer's own environment, with torch): the shapes of gptjax's
 bench runs, the machine's matmul rate at the time, and the report."""
 
+import argparse
 import json
 import statistics
 import time
@@ -39,3 +40,22 @@ def report(peer: str, shape: str, step_seconds: list[float], model, json_path: s
     if json_path:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=1)
+
+
+def parse_args(doc: str, add_arguments=None) -> argparse.Namespace:
+    """The drivers' common options (--shape, --steps, --warmup, --threads, --json) and their own; sets the
+    threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them (they compile, if any)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", help="also write the figures to this file")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.threads < 1:
+        parser.error(f"--steps {args.steps} and --threads {args.threads} must be at least 1, --warmup "
+                     f"{args.warmup} at least 0")
+    torch.set_num_threads(args.threads)
+    return args
