@@ -149,7 +149,11 @@ def _scores_fwd(q, k):
 def _scores_bwd(residuals, g):
     q, k = residuals
     g = g.astype(q.dtype)
-    return jnp.einsum("bkgts,bksd->bkgtd", g, k), jnp.einsum("bkgts,bkgtd->bksd", g, q)
+    # dk contracts the query axis of dS [T, S] and of q [T, hd]. Written as dS^T q, XLA's CPU backend copies the
+    # large dS transposed for every query block; as (q^T dS)^T it transposes the small q and the [hd, S] result
+    # instead, and dS is read in place (the same choice as model.matmul's weight gradient).
+    dk = jnp.einsum("bkgtd,bkgts->bkds", q, g).swapaxes(-1, -2)
+    return jnp.einsum("bkgts,bksd->bkgtd", g, k), dk
 
 
 _scores.defvjp(_scores_fwd, _scores_bwd)

@@ -104,6 +104,37 @@ def test_long_sequences_in_query_blocks_match_the_full_computation(kv_heads):
     np.testing.assert_allclose(jax.jit(xla_attention)(q, k, v), jax.jit(dense)(q, k, v), atol=1e-5)
 
 
+def dot_products(jaxpr):
+    """(lhs shape, rhs shape, lhs contracted axes, rhs contracted axes) of every dot_general, nested ones too."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (lhs, rhs), _ = eqn.params["dimension_numbers"]
+            yield eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, tuple(lhs), tuple(rhs)
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                yield from dot_products(inner)
+
+
+def test_the_backward_reads_score_blocks_in_place():
+    """Every product with a [queries, keys] block of scores, probabilities or their gradients takes it in its
+    stored order: on the left contracted over keys (its last axis), on the right over queries. The other way
+    round, XLA's CPU backend copies the block transposed first (docs/benchmarks.md, "Step speed against the
+    peers"); autodiff writes dk = dS^T q that way, so _scores' backward orders it by hand."""
+    T, hd = 2 * attention_module.QUERY_BLOCK, 8
+    q, k, v = qkv(T, 2, hd=hd)
+    step = jax.make_jaxpr(lambda q, k, v, d: jax.vjp(xla_attention, q, k, v)[1](d))(q, k, v, q)
+    seen = 0
+    for lhs, rhs, lhs_axes, rhs_axes in dot_products(step.jaxpr):
+        if len(lhs) == 5 and lhs[-1] != hd:
+            assert lhs_axes == (len(lhs) - 1,), (lhs, rhs, lhs_axes)
+            seen += 1
+        if len(rhs) == 5 and rhs[-1] != hd:
+            assert len(rhs) - 1 not in rhs_axes, (lhs, rhs, rhs_axes)
+            seen += 1
+    assert seen == 2 * 4  # per query block: probs @ v, dq, dv and dk
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pallas flash attention, in interpret mode
 

@@ -352,10 +352,12 @@ def test_dpo_sharded_over_fsdp_matches_one_device(data, sft_run, tmp_path):
         return [json.loads(line) for line in (tmp_path / mesh / "metrics.jsonl").read_text().splitlines()]
 
     one, four = dpo(1, "one"), dpo(4, "fsdp4")
+    assert len(one) == len(four) == 4
     for a, b in zip(one, four):
-        for key in ("loss", "reward_margin", "reward_accuracy"):
-            if key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a, b)
+        # At step 1 the policy is the reference, so every pair's margin is 0 up to rounding, and whether it lands
+        # above 0 (reward_accuracy) is the sign of that rounding, which the sharding changes.
+        for key in ("loss", "reward_margin") + (("reward_accuracy",) if a["step"] > 1 else ()):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a, b)
 
 
 def test_sample_chat_replies_and_refuses_a_model_without_a_template(sft_run, pretrained):
